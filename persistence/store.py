@@ -1,0 +1,326 @@
+"""The transcript store: one SQL implementation for SQLite and PostgreSQL, chosen by URL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import msgpack
+import pycrdt
+from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlmodel import SQLModel
+
+from persistence.models import Event, NotesUpdate, Pair, Session, User
+
+EVENTS = Event.__table__  # type: ignore[attr-defined]
+NOTES = NotesUpdate.__table__  # type: ignore[attr-defined]
+SESSIONS = Session.__table__  # type: ignore[attr-defined]
+PAIRS = Pair.__table__  # type: ignore[attr-defined]
+USERS = User.__table__  # type: ignore[attr-defined]
+
+
+def async_url(url: str) -> str:
+    """Map a user-facing database URL to one with an async driver."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ValueError(f"unsupported database URL scheme {scheme!r} (use sqlite or postgresql)")
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    id: str
+    mentor_id: str
+    mentor_name: str
+    mentee_id: str
+    mentee_name: str
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    pair_id: str
+    started_at: float
+    ended_at: float | None
+    notes_text: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    session_id: str
+    seq: int
+    kind: str
+    user_id: str
+    client_id: str | None
+    ts: float
+    body: bytes
+    ends_session: str | None = None  # final notes text when this event ends the session
+
+
+@dataclass(frozen=True)
+class StoredNotes:
+    session_id: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EndSession:
+    session_id: str
+    ended_at: float
+    notes_text: str
+
+
+WriteOp = StoredEvent | StoredNotes | EndSession
+
+
+def notes_text(updates: Sequence[bytes]) -> str:
+    doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+    text = doc.get("notes", type=pycrdt.Text)
+    for u in updates:
+        doc.apply_update(u)
+    return str(text)
+
+
+class Store:
+    """Durable state. Every method is one short transaction; ``write`` takes a whole batch."""
+
+    def __init__(self, url: str) -> None:
+        self.url = async_url(url)
+        self.dialect = self.url.split("+", 1)[0]
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        assert self._engine is not None, "store not started"
+        return self._engine
+
+    async def __aenter__(self) -> Store:
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "postgresql":
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+        self._engine = engine
+        async with engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
+
+    # pairs -----------------------------------------------------------------------------------
+    async def create_pair(self, mentor_name: str, mentee_name: str, now: float) -> PairRecord:
+        rec = PairRecord(
+            id=uuid.uuid4().hex,
+            mentor_id=uuid.uuid4().hex,
+            mentor_name=mentor_name,
+            mentee_id=uuid.uuid4().hex,
+            mentee_name=mentee_name,
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(USERS),
+                [
+                    {"id": rec.mentor_id, "name": mentor_name},
+                    {"id": rec.mentee_id, "name": mentee_name},
+                ],
+            )
+            await conn.execute(
+                insert(PAIRS).values(
+                    id=rec.id, mentor_id=rec.mentor_id, mentee_id=rec.mentee_id, created_at=now
+                )
+            )
+        return rec
+
+    async def get_pair(self, pair_id: str) -> PairRecord | None:
+        mentor, mentee = USERS.alias("mentor"), USERS.alias("mentee")
+        q = (
+            select(PAIRS.c.id, mentor.c.id, mentor.c.name, mentee.c.id, mentee.c.name)
+            .join(mentor, mentor.c.id == PAIRS.c.mentor_id)
+            .join(mentee, mentee.c.id == PAIRS.c.mentee_id)
+            .where(PAIRS.c.id == pair_id)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return PairRecord(*row) if row else None
+
+    # sessions --------------------------------------------------------------------------------
+    async def live_session(self, pair_id: str) -> SessionRecord | None:
+        async with self.engine.connect() as conn:
+            return await self._live(conn, pair_id)
+
+    async def _live(self, conn: AsyncConnection, pair_id: str) -> SessionRecord | None:
+        q = select(SESSIONS).where(SESSIONS.c.pair_id == pair_id, SESSIONS.c.ended_at.is_(None))
+        row = (await conn.execute(q)).first()
+        return SessionRecord(*row) if row else None
+
+    async def start_session(self, pair_id: str, now: float) -> SessionRecord:
+        """Return the room's live session, creating it if there is none (safe across nodes)."""
+        for _ in range(3):
+            try:
+                async with self.engine.begin() as conn:
+                    live = await self._live(conn, pair_id)
+                    if live:
+                        return live
+                    sid = uuid.uuid4().hex
+                    await conn.execute(
+                        insert(SESSIONS).values(id=sid, pair_id=pair_id, started_at=now)
+                    )
+                    return SessionRecord(sid, pair_id, now, None)
+            except IntegrityError:
+                continue  # another node created it first
+        raise RuntimeError("could not start a session")
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(SESSIONS).where(SESSIONS.c.id == session_id))).first()
+        return SessionRecord(*row) if row else None
+
+    async def list_sessions(self, pair_id: str) -> list[tuple[SessionRecord, int]]:
+        counts = (
+            select(EVENTS.c.session_id, func.count().label("n"))
+            .where(EVENTS.c.kind == "chat")
+            .group_by(EVENTS.c.session_id)
+            .subquery()
+        )
+        q = (
+            select(SESSIONS, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.session_id == SESSIONS.c.id)
+            .where(SESSIONS.c.pair_id == pair_id)
+            .order_by(SESSIONS.c.started_at.desc())
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [(SessionRecord(*row[:5]), int(row[5])) for row in rows]
+
+    async def last_activity(self, session_id: str) -> float | None:
+        q = select(func.max(EVENTS.c.ts)).where(EVENTS.c.session_id == session_id)
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(q)).scalar()
+        return float(value) if value is not None else None
+
+    # events ----------------------------------------------------------------------------------
+    async def head(self, session_id: str) -> int:
+        q = select(func.max(EVENTS.c.seq)).where(EVENTS.c.session_id == session_id)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(q)).scalar() or 0)
+
+    async def events(
+        self, session_id: str, after: int = 0, upto: int | None = None, limit: int = 1000
+    ) -> list[StoredEvent]:
+        q = select(EVENTS).where(EVENTS.c.session_id == session_id, EVENTS.c.seq > after)
+        if upto is not None:
+            q = q.where(EVENTS.c.seq <= upto)
+        q = q.order_by(EVENTS.c.seq).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [StoredEvent(*row) for row in rows]
+
+    async def chat_ids(self, session_id: str) -> dict[tuple[str, str], int]:
+        q = select(EVENTS.c.user_id, EVENTS.c.client_id, EVENTS.c.seq).where(
+            EVENTS.c.session_id == session_id, EVENTS.c.kind == "chat"
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return {(u, c): s for u, c, s in rows}
+
+    async def presence(self, session_id: str) -> dict[str, str]:
+        """Each member's last presence state in the session ("joined" or "left")."""
+        q = (
+            select(EVENTS.c.user_id, EVENTS.c.body)
+            .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == "presence")
+            .order_by(EVENTS.c.seq)
+        )
+
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return {u: msgpack.unpackb(b)["state"] for u, b in rows}
+
+    # notes -----------------------------------------------------------------------------------
+    async def notes_updates(self, session_id: str) -> list[bytes]:
+        q = select(NOTES.c.data).where(NOTES.c.session_id == session_id).order_by(NOTES.c.id)
+        async with self.engine.connect() as conn:
+            return [bytes(r[0]) for r in (await conn.execute(q)).all()]
+
+    async def compact_notes(self, session_id: str) -> int:
+        """Fold a session's stored updates into one snapshot row; return rows removed."""
+        async with self.engine.begin() as conn:
+            q = select(NOTES.c.id, NOTES.c.data).where(NOTES.c.session_id == session_id)
+            rows = (await conn.execute(q.order_by(NOTES.c.id))).all()
+            if len(rows) < 2:
+                return 0
+            doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+            for _, data in rows:
+                doc.apply_update(bytes(data))
+            ids = [r[0] for r in rows]
+            await conn.execute(delete(NOTES).where(NOTES.c.id.in_(ids)))
+            await conn.execute(insert(NOTES).values(session_id=session_id, data=doc.get_update()))
+            return len(rows) - 1
+
+    # the batch writer ------------------------------------------------------------------------
+    async def write(self, ops: Sequence[WriteOp]) -> None:
+        """Store a batch of operations in one transaction."""
+        events = [
+            {
+                "session_id": o.session_id,
+                "seq": o.seq,
+                "kind": o.kind,
+                "user_id": o.user_id,
+                "client_id": o.client_id,
+                "ts": o.ts,
+                "body": o.body,
+            }
+            for o in ops
+            if isinstance(o, StoredEvent)
+        ]
+        notes = [
+            {"session_id": o.session_id, "data": o.data} for o in ops if isinstance(o, StoredNotes)
+        ]
+        ends = [o for o in ops if isinstance(o, EndSession)]
+        ends += [
+            EndSession(o.session_id, o.ts, o.ends_session)
+            for o in ops
+            if isinstance(o, StoredEvent) and o.ends_session is not None
+        ]
+        async with self.engine.begin() as conn:
+            if events:
+                ins = pg_insert(EVENTS) if self.dialect == "postgresql" else sqlite_insert(EVENTS)
+                await conn.execute(ins.on_conflict_do_nothing(), events)
+            if notes:
+                await conn.execute(insert(NOTES), notes)
+            for end in ends:
+                await conn.execute(
+                    update(SESSIONS)
+                    .where(SESSIONS.c.id == end.session_id, SESSIONS.c.ended_at.is_(None))
+                    .values(ended_at=end.ended_at, notes_text=end.notes_text)
+                )

@@ -1,0 +1,113 @@
+"""Group commit: many writes per transaction, each caller resumed only once its write is durable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+
+from persistence.store import Store, WriteOp
+
+log = logging.getLogger(__name__)
+
+
+class WriterUnavailable(Exception):
+    """The writer is stopped or its backlog is full; nothing was queued."""
+
+
+class Writer:
+    """Collects writes from every room and commits them in batches.
+
+    A batch is whatever queued up while the previous commit ran, plus what arrives within
+    ``max_wait`` seconds, up to ``max_batch`` writes. A failed commit is retried with backoff
+    (the writes already hold their seq, so they must not be dropped); on shutdown the queue is
+    drained before the store closes.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 1000,
+        max_wait: float = 0.001,
+        max_backlog: int = 50_000,
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.max_backlog = max_backlog
+        self._queue: asyncio.Queue[tuple[WriteOp, asyncio.Future[None]] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.written = 0
+
+    async def __aenter__(self) -> Writer:
+        self._task = asyncio.create_task(self._run(), name="writer")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._queue.put_nowait(None)
+            await task
+
+    def full(self) -> bool:
+        return self._task is None or self._queue.qsize() >= self.max_backlog
+
+    def submit(self, op: WriteOp) -> asyncio.Future[None]:
+        """Queue one write; the future resolves when it is committed."""
+        if self._task is None:
+            raise WriterUnavailable("the store writer is stopped")
+        if self._queue.qsize() >= self.max_backlog:
+            raise WriterUnavailable("the store is not keeping up")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((op, fut))
+        return fut
+
+    async def write(self, op: WriteOp) -> None:
+        await self.submit(op)
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = await self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            if self.max_wait and self._queue.empty():
+                await asyncio.sleep(self.max_wait)
+            while len(batch) < self.max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            await self._commit(batch)
+        # drain whatever is left after the stop marker
+        rest = []
+        while not self._queue.empty():
+            nxt = self._queue.get_nowait()
+            if nxt is not None:
+                rest.append(nxt)
+        if rest:
+            await self._commit(rest)
+
+    async def _commit(self, batch: list[tuple[WriteOp, asyncio.Future[None]]]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self.store.write([op for op, _ in batch])
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("commit of %d writes failed; retrying in %.2fs", len(batch), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.batches += 1
+        self.written += len(batch)
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,1 @@
+"""Rooms: the sans-I/O protocol core (codec, room state) and the I/O around it (hub, broker)."""

@@ -1,0 +1,120 @@
+"""Frame codec and validator: bytes in, checked frames out, and back. Never raises anything
+but :class:`ProtocolError` on input; never touches a socket."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Literal
+
+import msgpack
+
+from rooms.errors import BadFrame, Invalid, ProtocolError
+from signaling.validate import check_signal
+
+Frame = dict[str, Any]
+Format = Literal["msgpack", "json"]
+
+SUBPROTOCOLS: dict[str, Format] = {"menteo.v1.msgpack": "msgpack", "menteo.v1.json": "json"}
+CLIENT_TYPES = frozenset({"hello", "chat", "typing", "notes", "awareness", "signal", "ping", "end"})
+BYTES_FIELDS = ("u", "notes")
+MAX_ID = 64
+MAX_TEXT = 4000
+
+
+def _no_ext(code: int, data: bytes) -> object:
+    raise BadFrame("msgpack extension types are not accepted")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def encode(frame: Frame, fmt: Format = "msgpack") -> bytes | str:
+    """Serialize one server frame for the given subprotocol."""
+    if fmt == "msgpack":
+        data: bytes = msgpack.packb(frame, use_bin_type=True)
+        return data
+    return json.dumps(frame, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def unpack(data: bytes) -> Frame:
+    """Decode a msgpack map that the server itself produced (broker payloads, stored events)."""
+    frame: Frame = msgpack.unpackb(data, raw=False)
+    return frame
+
+
+def decode(data: bytes | str, fmt: Format = "msgpack") -> Frame:
+    """Parse and validate one client frame; raise :class:`ProtocolError` on anything wrong."""
+    try:
+        if fmt == "msgpack":
+            if not isinstance(data, bytes | bytearray):
+                raise BadFrame("expected a binary frame")
+            raw = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext)
+        else:
+            if not isinstance(data, str):
+                raise BadFrame("expected a text frame")
+            raw = json.loads(data)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # every decoder failure is the client's bad frame
+        raise BadFrame(f"not valid {fmt}: {type(exc).__name__}") from None
+    if not isinstance(raw, dict):
+        raise BadFrame("a frame must be a map")
+    ref = raw.get("id") if isinstance(raw.get("id"), str) else None
+    t = raw.get("t")
+    if not isinstance(t, str):
+        raise BadFrame("a frame needs a string key 't'", ref)
+    if t not in CLIENT_TYPES:
+        raise BadFrame(f"unknown frame type {t[:40]!r}", ref)
+    if fmt == "json":
+        for key in BYTES_FIELDS:
+            if isinstance(raw.get(key), str):
+                try:
+                    raw[key] = base64.b64decode(raw[key], validate=True)
+                except ValueError:
+                    raise Invalid(f"'{key}' must be base64", ref) from None
+    return _validate(t, raw, ref)
+
+
+def _field(raw: Frame, key: str, kind: type | tuple[type, ...], ref: str | None) -> Any:
+    value = raw.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise Invalid(f"'{key}' must be {name}", ref)
+    return value
+
+
+def _validate(t: str, raw: Frame, ref: str | None) -> Frame:
+    if t == "hello":
+        frame: Frame = {"t": t, "token": _field(raw, "token", str, ref)}
+        resume = raw.get("resume")
+        if resume is not None:
+            if not isinstance(resume, dict):
+                raise Invalid("'resume' must be a map", ref)
+            sid = _field(resume, "session_id", str, ref)
+            last = _field(resume, "last_seq", int, ref)
+            if last < 0:
+                raise Invalid("'resume.last_seq' must be >= 0", ref)
+            frame["resume"] = {"session_id": sid, "last_seq": last}
+        return frame
+    if t == "chat":
+        cid = _field(raw, "id", str, ref)
+        text = _field(raw, "text", str, ref)
+        if not 1 <= len(cid) <= MAX_ID:
+            raise Invalid(f"'id' must be 1-{MAX_ID} characters", ref)
+        if not 1 <= len(text) <= MAX_TEXT:
+            raise Invalid(f"'text' must be 1-{MAX_TEXT} characters", cid)
+        return {"t": t, "id": cid, "text": text}
+    if t == "typing":
+        return {"t": t, "on": _field(raw, "on", bool, ref)}
+    if t in ("notes", "awareness"):
+        u = _field(raw, "u", (bytes, bytearray), ref)
+        if not u:
+            raise Invalid("'u' must not be empty", ref)
+        return {"t": t, "u": bytes(u)}
+    if t == "signal":
+        return {"t": t, "data": check_signal(_field(raw, "data", dict, ref), ref)}
+    return {"t": t}  # ping, end

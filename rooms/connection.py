@@ -1,0 +1,185 @@
+"""One member's live socket: a bounded outbox drained by a single writer task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from rooms.codec import Format, Frame, encode, unpack
+from rooms.errors import Close
+from rooms.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    async def send(self, data: bytes | str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Outgoing:
+    """A frame encoded at most once per format, however many members receive it."""
+
+    __slots__ = ("_json", "_msgpack", "frame", "seq")
+
+    def __init__(
+        self, frame: Frame | None, seq: int | None = None, packed: bytes | None = None
+    ) -> None:
+        self.frame = frame
+        self.seq = seq
+        self._msgpack = packed
+        self._json: str | None = None
+
+    def encoded(self, fmt: Format) -> bytes | str:
+        if fmt == "msgpack":
+            if self._msgpack is None:
+                assert self.frame is not None
+                self._msgpack = encode(self.frame, "msgpack")  # type: ignore[assignment]
+            assert self._msgpack is not None
+            return self._msgpack
+        if self._json is None:
+            frame = self.frame if self.frame is not None else unpack(self._msgpack or b"")
+            self._json = encode(frame, "json")  # type: ignore[assignment]
+        assert self._json is not None
+        return self._json
+
+    def size(self) -> int:
+        return len(self._msgpack) if self._msgpack is not None else 256
+
+
+class Fill:
+    """Send stored events ``(conn.delivered, upto]`` before anything queued after this."""
+
+    __slots__ = ("upto",)
+
+    def __init__(self, upto: int) -> None:
+        self.upto = upto
+
+
+Loader = Callable[[int, int], Awaitable[list[tuple[int, bytes]]]]
+
+
+class Connection:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        pair_id: str,
+        user_id: str,
+        fmt: Format,
+        loader: Loader,
+        rate: float,
+        now: float,
+        max_items: int,
+        max_bytes: int,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.transport = transport
+        self.pair_id = pair_id
+        self.user_id = user_id
+        self.fmt = fmt
+        self.delivered = 0
+        self.limiter = TokenBucket(rate, now)
+        self.closed: tuple[int, str] | None = None
+        self._loader = loader
+        self._queue: deque[Outgoing | Fill] = deque()
+        self._bytes = 0
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._wake = asyncio.Event()
+        self._close_after: tuple[int, str] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._write(), name=f"writer-{self.id[:8]}")
+
+    def push(self, item: Outgoing | Fill) -> None:
+        if self.closed or self._close_after:
+            return
+        self._queue.append(item)
+        if isinstance(item, Outgoing):
+            self._bytes += item.size()
+        if len(self._queue) > self._max_items or self._bytes > self._max_bytes:
+            self.abort(Close.TRY_AGAIN, "too slow to read; reconnect and resume")
+            return
+        self._wake.set()
+
+    def send(self, frame: Frame) -> None:
+        self.push(Outgoing(frame))
+
+    def close_after_queue(self, code: int, reason: str) -> None:
+        """Close once everything already queued has been written."""
+        if not self.closed and not self._close_after:
+            self._close_after = (code, reason)
+            self._wake.set()
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close now, dropping whatever is still queued."""
+        if self.closed:
+            return
+        self.closed = (code, reason)
+        self._queue.clear()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.transport.close(code, reason), 2.0)
+        self.done.set()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    item = self._queue.popleft()
+                    if isinstance(item, Fill):
+                        await self._fill(item.upto)
+                        continue
+                    self._bytes -= item.size()
+                    if item.seq is not None:
+                        if item.seq <= self.delivered:
+                            continue
+                        if item.seq > self.delivered + 1:
+                            await self._fill(item.seq - 1)
+                        self.delivered = item.seq
+                    await self.transport.send(item.encoded(self.fmt))
+                if self._close_after and not self._queue:
+                    code, reason = self._close_after
+                    self.closed = self._close_after
+                    await self._close(code, reason)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the socket went away under us
+            log.debug("writer for %s stopped: %r", self.id[:8], exc)
+            if not self.closed:
+                self.closed = (Close.GOING_AWAY, "send failed")
+            self.done.set()
+
+    async def _fill(self, upto: int) -> None:
+        while self.delivered < upto:
+            rows = await self._loader(self.delivered, upto)
+            if not rows:
+                log.warning("seq %d..%d missing in store", self.delivered + 1, upto)
+                return
+            for seq, body in rows:
+                if seq <= self.delivered:
+                    continue
+                await self.transport.send(Outgoing(None, seq, body).encoded(self.fmt))
+                self.delivered = seq
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

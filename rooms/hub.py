@@ -1,0 +1,452 @@
+"""The hub: live connections and live rooms on this node. It does the I/O that the
+sans-I/O :class:`rooms.room.Room` decides on: seq allocation through the broker, durable
+writes through the group-commit writer, fan-out through the broker's room channel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from persistence.store import EndSession, Store, StoredEvent, StoredNotes
+from persistence.writer import Writer, WriterUnavailable
+from rooms.broker import Broker
+from rooms.codec import Format, Frame, decode, encode, unpack
+from rooms.connection import Connection, Fill, Outgoing, Transport
+from rooms.errors import Close, FatalError, ProtocolError, RateLimited, Unavailable
+from rooms.notes import Notes
+from rooms.room import Append, AwaitAck, Member, Relay, Reply, Room, StoreNotes, chat_key
+
+log = logging.getLogger(__name__)
+
+Verifier = Callable[[str], tuple[str, str]]  # token -> (user_id, room); raises on a bad token
+IceServers = Callable[[str], list[dict[str, Any]]]
+
+
+@dataclass
+class HubConfig:
+    rate_limit: float = 40.0
+    session_grace: float = 600.0
+    send_queue: int = 2048
+    send_queue_bytes: int = 8 * 1024 * 1024
+    notes_compact_every: int = 200
+
+
+@dataclass
+class LiveRoom:
+    """A room as held on this node while it has members here (or a grace timer runs)."""
+
+    pair_id: str
+    channel: str
+    room: Room | None = None
+    conns: dict[str, Connection] = field(default_factory=dict)
+    waiters: dict[str, list[tuple[Connection, str]]] = field(default_factory=dict)
+    early: list[bytes] = field(default_factory=list)
+    grace: asyncio.TimerHandle | None = None
+    notes_writes: int = 0
+    compacting: bool = False
+    repairing: bool = False
+    handler: Callable[[bytes], None] | None = None
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        writer: Writer,
+        broker: Broker,
+        verify: Verifier,
+        ice_servers: IceServers,
+        config: HubConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.broker = broker
+        self.verify = verify
+        self.ice_servers = ice_servers
+        self.config = config
+        self.clock = clock
+        self.rooms: dict[str, LiveRoom] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> Hub:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for live in list(self.rooms.values()):
+            for conn in list(live.conns.values()):
+                conn.abort(Close.GOING_AWAY, "server shutting down")
+            if live.grace:
+                live.grace.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def connections(self) -> int:
+        return sum(len(live.conns) for live in self.rooms.values())
+
+    # joining -----------------------------------------------------------------------------
+    async def join(
+        self, transport: Transport, pair_id: str, fmt: Format, hello: Frame
+    ) -> Connection:
+        """Check the hello, take the user's claim, send welcome and replay. Raises FatalError."""
+        try:
+            user_id, room_claim = self.verify(hello["token"])
+        except Exception as exc:
+            raise FatalError(Close.UNAUTHORIZED, str(exc)[:120]) from None
+        if room_claim != pair_id:
+            raise FatalError(Close.FORBIDDEN, "the token is for another room")
+        live = await self._live(pair_id, user_id)
+        room = live.room
+        assert room is not None
+        conn = Connection(
+            transport,
+            pair_id=pair_id,
+            user_id=user_id,
+            fmt=fmt,
+            loader=lambda after, upto: self._load(room.session_id, after, upto),
+            rate=self.config.rate_limit,
+            now=self.clock(),
+            max_items=self.config.send_queue,
+            max_bytes=self.config.send_queue_bytes,
+        )
+        previous = await self.broker.claim(pair_id, user_id, conn.id)
+        old = live.conns.get(user_id)
+        if old is not None:
+            old.abort(Close.REPLACED, "replaced by a newer connection")
+        elif previous is not None:
+            self.broker.publish(
+                live.channel,
+                encode({"k": "kick", "user": user_id, "conn": previous}),  # type: ignore[arg-type]
+            )
+        if live.grace:
+            live.grace.cancel()
+            live.grace = None
+        resume = hello.get("resume")
+        if resume and resume["session_id"] == room.session_id:
+            conn.delivered = min(resume["last_seq"], room.head)
+        live.conns[user_id] = conn
+        conn.send(room.welcome(user_id, self.ice_servers(user_id)))
+        conn.push(Fill(room.head))
+        conn.start()
+        if previous is None or user_id not in room.online:
+            await self._append(live, room.join(user_id))
+        return conn
+
+    async def _live(self, pair_id: str, user_id: str) -> LiveRoom:
+        lock = self._locks.setdefault(pair_id, asyncio.Lock())
+        async with lock:
+            live = self.rooms.get(pair_id)
+            if live is not None and live.room is not None and not live.room.ended:
+                if user_id not in live.room.members:
+                    raise FatalError(Close.FORBIDDEN, "not a member of this room")
+                return live
+            if live is not None:
+                await self._drop(live)
+            pair = await self.store.get_pair(pair_id)
+            if pair is None or user_id not in (pair.mentor_id, pair.mentee_id):
+                raise FatalError(Close.FORBIDDEN, "not a member of this room")
+            members = {
+                pair.mentor_id: Member(pair.mentor_id, pair.mentor_name, "mentor"),
+                pair.mentee_id: Member(pair.mentee_id, pair.mentee_name, "mentee"),
+            }
+            session = await self.store.start_session(pair_id, self.clock())
+            if await self._stale(pair_id, session.id, session.started_at, members):
+                await self.writer.write(
+                    EndSession(session.id, self.clock(), await self._notes_text(session.id))
+                )
+                session = await self.store.start_session(pair_id, self.clock())
+            live = LiveRoom(pair_id, f"room:{pair_id}")
+            live.handler = lambda data: self._on_message(live, data)
+            self.rooms[pair_id] = live
+            await self.broker.subscribe(live.channel, live.handler)
+            updates = await self.store.notes_updates(session.id)
+            presence = await self.store.presence(session.id)
+            room = Room(
+                pair_id,
+                members,
+                session.id,
+                head=await self.store.head(session.id),
+                chats={
+                    chat_key(u, c): seq
+                    for (u, c), seq in (await self.store.chat_ids(session.id)).items()
+                },
+                online={u for u, state in presence.items() if state == "joined"},
+                notes=Notes(updates),
+            )
+            live.room = room
+            for data in live.early:
+                self._on_message(live, data)
+            live.early.clear()
+            for uid in sorted(room.online):
+                if await self.broker.holder(pair_id, uid) is None:
+                    await self._append(live, room.leave(uid))  # its node died or restarted
+            return live
+
+    async def _stale(
+        self, pair_id: str, session_id: str, started: float, members: dict[str, Member]
+    ) -> bool:
+        """A session nobody is in, idle for longer than the grace period, is over."""
+        for uid in members:
+            if await self.broker.holder(pair_id, uid) is not None:
+                return False
+        last = await self.store.last_activity(session_id) or started
+        return self.clock() - last > self.config.session_grace
+
+    async def _notes_text(self, session_id: str) -> str:
+        return Notes(await self.store.notes_updates(session_id)).plain()
+
+    async def _drop(self, live: LiveRoom) -> None:
+        if self.rooms.get(live.pair_id) is live:
+            del self.rooms[live.pair_id]
+        if live.grace:
+            live.grace.cancel()
+        if live.handler is not None:
+            await self.broker.unsubscribe(live.channel, live.handler)
+            live.handler = None
+
+    async def _load(self, session_id: str, after: int, upto: int) -> list[tuple[int, bytes]]:
+        rows = await self.store.events(session_id, after, upto, limit=500)
+        return [(r.seq, r.body) for r in rows]
+
+    # frames from a member ------------------------------------------------------------------
+    async def receive(self, conn: Connection, data: bytes | str) -> None:
+        """Handle one frame after the hello. Recoverable errors become error frames."""
+        live = self.rooms.get(conn.pair_id)
+        if live is None or live.room is None or live.conns.get(conn.user_id) is not conn:
+            return
+        room = live.room
+        verdict = conn.limiter.take(self.clock())
+        ref: str | None = None
+        try:
+            if verdict != "ok":
+                if verdict == "flood":
+                    conn.abort(Close.FLOODING, "too many frames")
+                    return
+                raise RateLimited("too many frames; slow down")
+            frame = decode(data, conn.fmt)
+            ref = frame.get("id")
+            for action in room.receive(conn.user_id, frame):
+                if isinstance(action, Reply):
+                    conn.send(action.frame)
+                elif isinstance(action, Append):
+                    await self._append(live, action, conn, ref)
+                elif isinstance(action, AwaitAck):
+                    live.waiters.setdefault(action.key, []).append((conn, action.id))
+                elif isinstance(action, Relay):
+                    self._relay(live, conn.user_id, action.frame)
+                elif isinstance(action, StoreNotes):
+                    self._store_notes(live, conn.user_id, action.update)
+        except ProtocolError as exc:
+            if exc.ref is None and ref is not None:
+                exc.ref = ref
+            if exc.ref is None and isinstance(data, bytes | bytearray):
+                exc.ref = _peek_id(data)
+            conn.send(exc.frame())
+
+    def _relay(self, live: LiveRoom, sender: str, frame: Frame) -> None:
+        packed = encode(frame)
+        self.broker.publish(live.channel, encode({"k": "r", "from": sender, "f": packed}))  # type: ignore[arg-type]
+
+    def _store_notes(self, live: LiveRoom, sender: str, update: bytes) -> None:
+        room = live.room
+        assert room is not None
+        try:
+            fut = self.writer.submit(StoredNotes(room.session_id, update))
+        except WriterUnavailable as exc:
+            raise Unavailable(str(exc)) from None
+        packed = encode({"t": "notes", "from": sender, "u": update})
+        envelope = encode(
+            {"k": "n", "from": sender, "node": self.broker.node_id, "u": update, "f": packed}
+        )
+
+        def stored(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception():
+                return
+            self.broker.publish(live.channel, envelope)  # type: ignore[arg-type]
+            live.notes_writes += 1
+            if live.notes_writes % self.config.notes_compact_every == 0 and not live.compacting:
+                self._spawn(self._compact(live, room.session_id))
+
+        fut.add_done_callback(stored)
+
+    async def _compact(self, live: LiveRoom, session_id: str) -> None:
+        live.compacting = True
+        try:
+            await self.store.compact_notes(session_id)
+        except Exception:
+            log.exception("notes compaction failed for %s", session_id)
+        finally:
+            live.compacting = False
+
+    async def _append(
+        self,
+        live: LiveRoom,
+        action: Append,
+        conn: Connection | None = None,
+        ref: str | None = None,
+    ) -> asyncio.Future[None] | None:
+        """Allocate a seq, queue the durable write, and publish the event once committed."""
+        room = live.room
+        assert room is not None
+        if room.ended:
+            return None
+        try:
+            if self.writer.full():
+                raise WriterUnavailable("the store is not keeping up")
+            seq, new = await self.broker.allocate_seq(room.session_id, action.key, room.head)
+        except Exception as exc:
+            if action.key:
+                room.pending.discard(action.key)
+            log.warning("could not allocate a seq: %r", exc)
+            raise Unavailable("the room is unavailable; retry", ref) from None
+        if not new:  # a retry whose first attempt is in flight on some node
+            if conn is not None and ref is not None and action.key is not None:
+                if action.key in room.chats:
+                    conn.send({"t": "ack", "id": ref, "seq": room.chats[action.key]})
+                else:
+                    live.waiters.setdefault(action.key, []).append((conn, ref))
+            return None
+        ts = self.clock()
+        frame = {"t": action.kind, "seq": seq, **action.body, "ts": ts}
+        packed: bytes = encode(frame)  # type: ignore[assignment]
+        user = action.body.get("from") or action.body.get("by") or action.body["user"]["id"]
+        ends = room.notes.plain() if action.kind == "ended" else None
+        op = StoredEvent(
+            room.session_id, seq, action.kind, user, action.body.get("id"), ts, packed, ends
+        )
+        fut = self.writer.submit(op)
+        envelope: bytes = encode({"k": "e", "seq": seq, "f": packed})  # type: ignore[assignment]
+
+        def stored(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception():
+                return
+            if conn is not None and action.kind == "chat":
+                conn.send({"t": "ack", "id": action.body["id"], "seq": seq})
+            self.broker.publish(live.channel, envelope)
+
+        fut.add_done_callback(stored)
+        return fut
+
+    # messages from the room channel --------------------------------------------------------
+    def _on_message(self, live: LiveRoom, data: bytes) -> None:
+        room = live.room
+        if room is None:
+            live.early.append(data)
+            return
+        msg = unpack(data)
+        kind = msg.get("k")
+        if kind == "e":
+            self._deliver(live, room, msg["seq"], msg["f"])
+        elif kind == "r":
+            out = Outgoing(None, None, msg["f"])
+            for uid, conn in live.conns.items():
+                if uid != msg["from"]:
+                    conn.push(out)
+        elif kind == "n":
+            if msg["node"] != self.broker.node_id:
+                with contextlib.suppress(ProtocolError):
+                    room.notes.apply(msg["u"])
+            out = Outgoing(None, None, msg["f"])
+            for uid, conn in live.conns.items():
+                if uid != msg["from"]:
+                    conn.push(out)
+        elif kind == "kick":
+            kicked = live.conns.get(msg["user"])
+            if kicked is not None and kicked.id == msg["conn"]:
+                del live.conns[msg["user"]]
+                kicked.abort(Close.REPLACED, "replaced by a newer connection")
+
+    def _deliver(self, live: LiveRoom, room: Room, seq: int, packed: bytes) -> None:
+        event = unpack(packed)
+        for ev, payload in room.commit(seq, event, packed):
+            out = Outgoing(ev, ev["seq"], payload)
+            for conn in live.conns.values():
+                conn.push(out)
+            t = ev["t"]
+            if t == "chat":
+                for conn, cid in live.waiters.pop(chat_key(ev["from"], ev["id"]), []):
+                    conn.send({"t": "ack", "id": cid, "seq": ev["seq"]})
+            elif t == "ended":
+                for conn in list(live.conns.values()):
+                    conn.close_after_queue(Close.NORMAL, "session ended")
+            elif t == "presence" and not room.online and not room.ended:
+                self._start_grace(live, room)
+        if room.gap() and not live.repairing:
+            self._spawn(self._repair(live, room))
+
+    async def _repair(self, live: LiveRoom, room: Room) -> None:
+        """Fetch events that the channel skipped (they are in the store, the source of truth)."""
+        live.repairing = True
+        try:
+            await asyncio.sleep(0.2)  # let in-flight publishes arrive first
+            gap = room.gap()
+            if gap:
+                for row in await self.store.events(room.session_id, gap[0], gap[1]):
+                    self._deliver(live, room, row.seq, row.body)
+        except Exception:
+            log.exception("gap repair failed in %s", live.pair_id)
+        finally:
+            live.repairing = False
+
+    def _start_grace(self, live: LiveRoom, room: Room) -> None:
+        if live.grace:
+            live.grace.cancel()
+        loop = asyncio.get_running_loop()
+        live.grace = loop.call_later(
+            self.config.session_grace, lambda: self._spawn(self._expire(live, room))
+        )
+
+    async def _expire(self, live: LiveRoom, room: Room) -> None:
+        live.grace = None
+        if room.online or room.ended or live.room is not room:
+            return
+        room.ended = True
+        await self.writer.write(EndSession(room.session_id, self.clock(), room.notes.plain()))
+        if not live.conns:
+            await self._drop(live)
+
+    # leaving ----------------------------------------------------------------------------------
+    async def leave(self, conn: Connection) -> None:
+        """The socket is gone. A leave (not a replacement, not the end) is a durable event."""
+        await conn.stop()
+        live = self.rooms.get(conn.pair_id)
+        if live is None or live.room is None:
+            return
+        if live.conns.get(conn.user_id) is conn:
+            del live.conns[conn.user_id]
+        room = live.room
+        try:
+            released = await self.broker.release(conn.pair_id, conn.user_id, conn.id)
+            if released and not room.ended:
+                fut = await self._append(live, room.leave(conn.user_id))
+                if fut is not None:
+                    await fut
+        except Exception:
+            log.exception("leave of %s in %s failed", conn.user_id, conn.pair_id)
+        if not live.conns and room.ended:
+            await self._drop(live)
+
+
+def _peek_id(data: bytes | bytearray) -> str | None:
+    with contextlib.suppress(Exception):
+        raw = unpack(bytes(data))
+        ref = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(ref, str):
+            return ref
+    return None

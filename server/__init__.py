@@ -1,0 +1,1 @@
+"""Menteo Rooms server: app factory, settings, tokens, HTTP and WebSocket endpoints, CLI."""

@@ -1,0 +1,59 @@
+"""The app factory: one node's HTTP and WebSocket surface, services run in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from rooms.broker import MemoryBackbone
+from server import http
+from server.errors import http_exception, server_error
+from server.services import running
+from server.settings import Settings
+from server.ws import room_socket
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html")
+
+
+def create_app(
+    settings: Settings | None = None, backbone: MemoryBackbone | None = None
+) -> Starlette:
+    """Build one node. Nodes in one process share a ``memory://`` broker through ``backbone``."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with running(settings, backbone) as services:
+            app.state.services = services
+            yield
+
+    routes = [
+        Route("/healthz", http.healthz),
+        Route("/api/pairs", http.post_pair, methods=["POST"]),
+        Route("/api/pairs/{pair_id}/tokens", http.post_token, methods=["POST"]),
+        Route("/api/rooms/{pair_id}/sessions", http.list_sessions),
+        Route("/api/sessions/{session_id}/transcript", http.get_transcript),
+        WebSocketRoute("/ws/rooms/{pair_id}", room_socket),
+        Route("/", page),
+        Route("/rooms/{pair_id}", page),
+        Route("/rooms/{pair_id}/sessions", page),
+        Route("/sessions/{session_id}", page),
+        Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_exception, Exception: server_error},
+    )

@@ -1,0 +1,40 @@
+"""Room tokens: JWT HS256 with ``sub`` (user id), ``room`` (pair id) and ``exp``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+DEFAULT_TTL = 12 * 3600
+
+
+class TokenError(Exception):
+    """The token is missing, malformed, badly signed or expired (401 / close 4401)."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    user_id: str
+    room: str
+
+
+def mint(secret: str, user_id: str, room: str, ttl: int = DEFAULT_TTL) -> str:
+    exp = int(time.time()) + int(ttl)
+    return jwt.encode({"sub": user_id, "room": room, "exp": exp}, secret, algorithm="HS256")
+
+
+def verify(secret: str, token: str) -> Claims:
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["exp", "sub", "room"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenError("the token has expired") from None
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"invalid token: {exc}") from None
+    sub, room = claims.get("sub"), claims.get("room")
+    if not isinstance(sub, str) or not isinstance(room, str):
+        raise TokenError("invalid token: 'sub' and 'room' must be strings")
+    return Claims(sub, room)

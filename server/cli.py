@@ -1,0 +1,109 @@
+"""``menteo-rooms``: serve, create pairs, mint tokens, print a demo pair's links."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from persistence.store import Store
+from server.auth import DEFAULT_TTL, mint
+from server.pairs import check_name, create_pair, pair_json
+from server.settings import Settings
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        ws_max_size=settings.max_frame,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=10,
+        log_level="info",
+    )
+    uvicorn.Server(config).run()
+
+
+async def _new_pair(settings: Settings, mentor: str, mentee: str) -> dict[str, Any]:
+    async with Store(settings.database_url) as store:
+        pair = await create_pair(store, mentor, mentee)
+    return pair_json(pair, settings.secret)
+
+
+async def _token(settings: Settings, pair_id: str, user_id: str, ttl: int) -> str | None:
+    async with Store(settings.database_url) as store:
+        pair = await store.get_pair(pair_id)
+    if pair is None or user_id not in (pair.mentor_id, pair.mentee_id):
+        return None
+    return mint(settings.secret, user_id, pair_id, ttl)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="menteo-rooms", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="serve HTTP, WebSocket and the browser client")
+    p_serve.add_argument("--host", default="127.0.0.1")
+    p_serve.add_argument("--port", type=int, default=8000)
+    p_pair = sub.add_parser("pair", help="manage pairs")
+    pair_sub = p_pair.add_subparsers(dest="pair_command", required=True)
+    p_create = pair_sub.add_parser("create", help="create a mentor/mentee pair")
+    p_create.add_argument("--mentor", required=True)
+    p_create.add_argument("--mentee", required=True)
+    p_create.add_argument("--json", action="store_true")
+    p_token = sub.add_parser("token", help="mint a member's token")
+    p_token.add_argument("--pair", required=True)
+    p_token.add_argument("--user", required=True)
+    p_token.add_argument("--ttl", type=int, default=DEFAULT_TTL)
+    p_token.add_argument("--json", action="store_true")
+    sub.add_parser("demo", help="create a pair and print each member's browser link")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+
+    if args.command == "serve":
+        serve(settings, args.host, args.port)
+        return 0
+    if args.command == "pair":
+        mentor, mentee = check_name(args.mentor), check_name(args.mentee)
+        if mentor is None or mentee is None:
+            print("error: names must be 1-200 characters", file=sys.stderr)
+            return 2
+        body = asyncio.run(_new_pair(settings, mentor, mentee))
+        if args.json:
+            print(json.dumps(body))
+        else:
+            print(f"pair {body['pair_id']}")
+            for role in ("mentor", "mentee"):
+                print(f"  {role}: {body[role]['name']} ({body[role]['id']})")
+                print(f"    token: {body[role]['token']}")
+        return 0
+    if args.command == "token":
+        if args.ttl < 1:
+            print("error: --ttl must be positive", file=sys.stderr)
+            return 2
+        token = asyncio.run(_token(settings, args.pair, args.user, args.ttl))
+        if token is None:
+            print("error: no such pair, or the user is not one of its members", file=sys.stderr)
+            return 1
+        print(json.dumps({"token": token}) if args.json else token)
+        return 0
+    if args.command == "demo":
+        body = asyncio.run(_new_pair(settings, "Ada (mentor)", "Grace (mentee)"))
+        print("Demo pair created. Open each link in its own browser window:")
+        for role in ("mentor", "mentee"):
+            link = f"{settings.public_url}/rooms/{body['pair_id']}#token={body[role]['token']}"
+            print(f"  {role:6} {body[role]['name']}: {link}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""HTTP routes: health, sessions and transcripts for members, the admin API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from server.auth import DEFAULT_TTL, TokenError, mint, verify
+from server.errors import ApiError
+from server.pairs import check_name, create_pair, pair_json
+from server.services import Services
+from server.transcript import markdown, transcript
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "a Bearer token is required")
+    return token.strip()
+
+
+async def member(request: Request, pair_id: str) -> str:
+    """The caller's user id if their token is valid and they are a member of ``pair_id``."""
+    svc = services(request)
+    try:
+        claims = verify(svc.settings.secret, bearer(request))
+    except TokenError as exc:
+        raise ApiError(401, str(exc)) from None
+    pair = await svc.store.get_pair(pair_id)
+    if (
+        claims.room != pair_id
+        or pair is None
+        or claims.user_id
+        not in (
+            pair.mentor_id,
+            pair.mentee_id,
+        )
+    ):
+        raise ApiError(403, "not a member of this pair")
+    return claims.user_id
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def list_sessions(request: Request) -> Response:
+    svc = services(request)
+    pair_id = request.path_params["pair_id"]
+    try:
+        claims = verify(svc.settings.secret, bearer(request))
+    except TokenError as exc:
+        raise ApiError(401, str(exc)) from None
+    pair = await svc.store.get_pair(pair_id)
+    if pair is None:
+        raise ApiError(404, "no such pair")
+    if claims.room != pair_id or claims.user_id not in (pair.mentor_id, pair.mentee_id):
+        raise ApiError(403, "not a member of this pair")
+    rows = await svc.store.list_sessions(pair_id)
+    return JSONResponse(
+        [
+            {
+                "id": s.id,
+                "started_at": s.started_at,
+                "ended_at": s.ended_at,
+                "message_count": n,
+            }
+            for s, n in rows
+        ]
+    )
+
+
+async def get_transcript(request: Request) -> Response:
+    svc = services(request)
+    try:
+        claims = verify(svc.settings.secret, bearer(request))
+    except TokenError as exc:
+        raise ApiError(401, str(exc)) from None
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "md"):
+        raise ApiError(422, "format must be json or md")
+    session = await svc.store.get_session(request.path_params["session_id"])
+    if session is None:
+        raise ApiError(404, "no such session")
+    pair = await svc.store.get_pair(session.pair_id)
+    if (
+        pair is None
+        or claims.room != session.pair_id
+        or claims.user_id
+        not in (
+            pair.mentor_id,
+            pair.mentee_id,
+        )
+    ):
+        raise ApiError(403, "not a member of this pair")
+    doc = await transcript(svc.store, session)
+    if fmt == "md":
+        return PlainTextResponse(
+            markdown(doc, pair),
+            media_type="text/markdown; charset=utf-8",
+            headers={"content-disposition": f'inline; filename="session-{session.id}.md"'},
+        )
+    return JSONResponse(doc)
+
+
+def admin(request: Request) -> None:
+    expected = services(request).settings.admin_token
+    if not expected:
+        raise ApiError(401, "the admin API is disabled (MENTEO_ADMIN_TOKEN is not set)")
+    if bearer(request) != expected:
+        raise ApiError(401, "invalid admin token")
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise ApiError(422, "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "the body must be a JSON object")
+    return body
+
+
+async def post_pair(request: Request) -> Response:
+    admin(request)
+    body = await json_body(request)
+    names = {}
+    for role in ("mentor", "mentee"):
+        part = body.get(role)
+        name = check_name(part.get("name")) if isinstance(part, dict) else None
+        if name is None:
+            raise ApiError(422, f"'{role}.name' must be a string of 1-200 characters")
+        names[role] = name
+    pair = await create_pair(services(request).store, names["mentor"], names["mentee"])
+    return JSONResponse(pair_json(pair), status_code=201)
+
+
+async def post_token(request: Request) -> Response:
+    admin(request)
+    svc = services(request)
+    body = await json_body(request)
+    user_id, ttl = body.get("user_id"), body.get("ttl", DEFAULT_TTL)
+    if not isinstance(user_id, str) or not user_id:
+        raise ApiError(422, "'user_id' must be a string")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 30 * 86400:
+        raise ApiError(422, "'ttl' must be an integer number of seconds (1-2592000)")
+    pair = await svc.store.get_pair(request.path_params["pair_id"])
+    if pair is None:
+        raise ApiError(404, "no such pair")
+    if user_id not in (pair.mentor_id, pair.mentee_id):
+        raise ApiError(404, "no such member in this pair")
+    return JSONResponse(
+        {"token": mint(svc.settings.secret, user_id, pair.id, ttl)}, status_code=201
+    )

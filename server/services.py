@@ -1,0 +1,63 @@
+"""The services one node runs, started and stopped in the app's lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from persistence.store import Store
+from persistence.writer import Writer
+from rooms.broker import Broker, MemoryBackbone, broker_from_url
+from rooms.hub import Hub, HubConfig
+from server.auth import verify
+from server.settings import Settings
+from signaling.ice import ice_servers
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    writer: Writer
+    broker: Broker
+    hub: Hub
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, backbone: MemoryBackbone | None = None
+) -> AsyncIterator[Services]:
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(Store(settings.database_url))
+        writer = await stack.enter_async_context(Writer(store, max_wait=settings.commit_wait))
+        broker = await stack.enter_async_context(broker_from_url(settings.broker_url, backbone))
+
+        def check(token: str) -> tuple[str, str]:
+            claims = verify(settings.secret, token)
+            return claims.user_id, claims.room
+
+        hub = await stack.enter_async_context(
+            Hub(
+                store=store,
+                writer=writer,
+                broker=broker,
+                verify=check,
+                ice_servers=lambda user: ice_servers(
+                    user,
+                    time.time(),
+                    stun_urls=settings.stun_urls,
+                    turn_urls=settings.turn_urls,
+                    turn_secret=settings.turn_secret,
+                ),
+                config=HubConfig(
+                    rate_limit=settings.rate_limit,
+                    session_grace=settings.session_grace,
+                    send_queue=settings.send_queue,
+                    send_queue_bytes=settings.send_queue_bytes,
+                    notes_compact_every=settings.notes_compact_every,
+                ),
+            )
+        )
+        yield Services(settings, store, writer, broker, hub)

@@ -1,0 +1,126 @@
+"""The WebSocket endpoint: origin and subprotocol checks, the hello, then a pump to the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketState
+
+from rooms.codec import SUBPROTOCOLS, decode
+from rooms.errors import Close, FatalError, ProtocolError
+from server.errors import error_response
+from server.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class StarletteTransport:
+    def __init__(self, websocket: WebSocket) -> None:
+        self.ws = websocket
+
+    async def send(self, data: bytes | str) -> None:
+        if isinstance(data, bytes):
+            await self.ws.send_bytes(data)
+        else:
+            await self.ws.send_text(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            await self.ws.close(code, reason[:120])
+
+
+def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True  # not a browser
+    if allowed:
+        return origin.rstrip("/") in allowed or "*" in allowed
+    host = websocket.headers.get("host", "")
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def payload(message: Mapping[str, Any]) -> bytes | str:
+    data = message.get("bytes")
+    if data is not None:
+        return bytes(data)
+    return str(message.get("text") or "")
+
+
+async def deny(websocket: WebSocket, response: Response) -> None:
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:
+        await websocket.close(1008)
+
+
+async def room_socket(websocket: WebSocket) -> None:
+    svc: Services = websocket.app.state.services
+    settings = svc.settings
+    pair_id = websocket.path_params["pair_id"]
+    if not origin_allowed(websocket, settings.allowed_origins):
+        await deny(websocket, error_response(403, "origin not allowed", "forbidden_origin"))
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    chosen = next((p for p in SUBPROTOCOLS if p in offered), None)
+    if chosen is None:
+        await deny(
+            websocket,
+            error_response(400, "subprotocol menteo.v1.msgpack is required", "bad_request"),
+        )
+        return
+    fmt = SUBPROTOCOLS[chosen]
+    await websocket.accept(subprotocol=chosen)
+    transport = StarletteTransport(websocket)
+
+    async def refuse(code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await transport.close(code, reason)
+
+    try:
+        msg = await asyncio.wait_for(websocket.receive(), settings.hello_timeout)
+    except TimeoutError:
+        await refuse(Close.UNAUTHORIZED, "no hello in time")
+        return
+    if msg["type"] == "websocket.disconnect":
+        return
+    data = payload(msg)
+    if len(data) > settings.max_frame:
+        await refuse(Close.TOO_BIG, "frame too large")
+        return
+    try:
+        hello = decode(data, fmt)
+        if hello["t"] != "hello":
+            raise ProtocolError("the first frame must be hello")
+        conn = await svc.hub.join(transport, pair_id, fmt, hello)
+    except ProtocolError as exc:
+        await refuse(Close.UNAUTHORIZED, f"hello expected: {exc.message}")
+        return
+    except FatalError as exc:
+        await refuse(exc.close_code, exc.reason)
+        return
+    except Exception:
+        log.exception("join failed")
+        await refuse(Close.INTERNAL, "internal error")
+        return
+    try:
+        while True:
+            msg = await websocket.receive()
+            if msg["type"] == "websocket.disconnect":
+                break
+            data = payload(msg)
+            if len(data) > settings.max_frame:
+                conn.abort(Close.TOO_BIG, "frame too large")
+                break
+            await svc.hub.receive(conn, data)
+    except Exception:
+        if conn.closed is None:
+            log.exception("connection %s failed", conn.id[:8])
+            conn.abort(Close.INTERNAL, "internal error")
+    finally:
+        await svc.hub.leave(conn)

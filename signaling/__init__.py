@@ -1,0 +1,1 @@
+"""WebRTC signaling: payload validation and the ICE server list."""
