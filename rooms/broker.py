@@ -49,6 +49,9 @@ class Broker(Protocol):
         first call's seq and ``False`` instead of a new seq.
         """
 
+    async def forget(self, session_id: str) -> None:
+        """Drop a finished session's seq counter and retry keys."""
+
     async def claim(self, room: str, user: str, conn: str) -> str | None:
         """Make ``conn`` the user's one connection in ``room``; return the one it replaces."""
 
@@ -113,6 +116,12 @@ class MemoryBroker:
         if key is not None:
             b.keys[(session_id, key)] = seq
         return seq, True
+
+    async def forget(self, session_id: str) -> None:
+        b = self.backbone
+        b.seqs.pop(session_id, None)
+        for key in [k for k in b.keys if k[0] == session_id]:
+            del b.keys[key]
 
     async def claim(self, room: str, user: str, conn: str) -> str | None:
         previous = self.backbone.claims.get((room, user))

@@ -214,6 +214,8 @@ class Hub:
     async def _drop(self, live: LiveRoom) -> None:
         if self.rooms.get(live.pair_id) is live:
             del self.rooms[live.pair_id]
+        if live.room is not None and live.room.ended:
+            await self.broker.forget(live.room.session_id)
         if live.grace:
             live.grace.cancel()
         if live.handler is not None:

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from persistence.store import PairRecord
 from server.auth import DEFAULT_TTL, TokenError, mint, verify
 from server.errors import ApiError
 from server.pairs import check_name, create_pair, pair_json
@@ -28,25 +29,19 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-async def member(request: Request, pair_id: str) -> str:
-    """The caller's user id if their token is valid and they are a member of ``pair_id``."""
+async def member_of(request: Request, pair_id: str | None, missing: str) -> PairRecord:
+    """The pair, if the caller is its member: else 401 (bad token), 404 (unknown), 403."""
     svc = services(request)
     try:
         claims = verify(svc.settings.secret, bearer(request))
     except TokenError as exc:
         raise ApiError(401, str(exc)) from None
-    pair = await svc.store.get_pair(pair_id)
-    if (
-        claims.room != pair_id
-        or pair is None
-        or claims.user_id
-        not in (
-            pair.mentor_id,
-            pair.mentee_id,
-        )
-    ):
+    pair = await svc.store.get_pair(pair_id) if pair_id is not None else None
+    if pair is None:
+        raise ApiError(404, missing)
+    if claims.room != pair.id or claims.user_id not in (pair.mentor_id, pair.mentee_id):
         raise ApiError(403, "not a member of this pair")
-    return claims.user_id
+    return pair
 
 
 async def healthz(request: Request) -> Response:
@@ -56,15 +51,7 @@ async def healthz(request: Request) -> Response:
 async def list_sessions(request: Request) -> Response:
     svc = services(request)
     pair_id = request.path_params["pair_id"]
-    try:
-        claims = verify(svc.settings.secret, bearer(request))
-    except TokenError as exc:
-        raise ApiError(401, str(exc)) from None
-    pair = await svc.store.get_pair(pair_id)
-    if pair is None:
-        raise ApiError(404, "no such pair")
-    if claims.room != pair_id or claims.user_id not in (pair.mentor_id, pair.mentee_id):
-        raise ApiError(403, "not a member of this pair")
+    await member_of(request, pair_id, "no such pair")
     rows = await svc.store.list_sessions(pair_id)
     return JSONResponse(
         [
@@ -81,27 +68,12 @@ async def list_sessions(request: Request) -> Response:
 
 async def get_transcript(request: Request) -> Response:
     svc = services(request)
-    try:
-        claims = verify(svc.settings.secret, bearer(request))
-    except TokenError as exc:
-        raise ApiError(401, str(exc)) from None
     fmt = request.query_params.get("format", "json")
+    session = await svc.store.get_session(request.path_params["session_id"])
+    pair = await member_of(request, session.pair_id if session else None, "no such session")
+    assert session is not None
     if fmt not in ("json", "md"):
         raise ApiError(422, "format must be json or md")
-    session = await svc.store.get_session(request.path_params["session_id"])
-    if session is None:
-        raise ApiError(404, "no such session")
-    pair = await svc.store.get_pair(session.pair_id)
-    if (
-        pair is None
-        or claims.room != session.pair_id
-        or claims.user_id
-        not in (
-            pair.mentor_id,
-            pair.mentee_id,
-        )
-    ):
-        raise ApiError(403, "not a member of this pair")
     doc = await transcript(svc.store, session)
     if fmt == "md":
         return PlainTextResponse(

@@ -56,7 +56,7 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        out = open(self.log, "ab")  # noqa: SIM115
+        out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)],
             cwd=self.workdir,
@@ -92,7 +92,11 @@ class ServerProcess:
     def request(
         self, method: str, path: str, body: Any = None, token: str | None = None, raw: bool = False
     ) -> tuple[int, Any, dict[str, str]]:
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
         req = urllib.request.Request(self.http + path, data=data, method=method)
         if token:
             req.add_header("Authorization", f"Bearer {token}")

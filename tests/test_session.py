@@ -86,7 +86,7 @@ async def test_retry_with_same_id_is_idempotent(server: ServerProcess) -> None:
     chats = [f for f in b.frames + a2.frames if f["t"] == "chat"]
     assert [c["seq"] for c in chats if c in b.frames] == [ack["seq"]]
     assert not [c for c in a2.frames if c["t"] == "chat"]
-    status, doc, _ = server.request(
+    _, doc, _ = server.request(
         "GET", f"/api/sessions/{a.welcome['session_id']}/transcript", token=pair.mentor_token
     )
     assert [e["id"] for e in doc["events"] if e["t"] == "chat"] == ["once"]
