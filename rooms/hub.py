@@ -145,7 +145,10 @@ class Hub:
         conn.push(Fill(room.head))
         conn.start()
         if previous is None or user_id not in room.online:
-            await self._append(live, room.join(user_id))
+            try:
+                await self._append(live, room.join(user_id))
+            except Unavailable:
+                conn.abort(Close.TRY_AGAIN, "the room is unavailable; retry")
         return conn
 
     async def _live(self, pair_id: str, user_id: str) -> LiveRoom:

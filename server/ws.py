@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
 from rooms.codec import SUBPROTOCOLS, decode
-from rooms.errors import Close, FatalError, ProtocolError
+from rooms.errors import Close, FatalError, ProtocolError, Unavailable
 from server.errors import error_response
 from server.services import Services
 
@@ -97,9 +97,13 @@ async def room_socket(websocket: WebSocket) -> None:
         hello = decode(data, fmt)
         if hello["t"] != "hello":
             raise ProtocolError("the first frame must be hello")
-        conn = await svc.hub.join(transport, pair_id, fmt, hello)
     except ProtocolError as exc:
         await refuse(Close.UNAUTHORIZED, f"hello expected: {exc.message}")
+        return
+    try:
+        conn = await svc.hub.join(transport, pair_id, fmt, hello)
+    except Unavailable:
+        await refuse(Close.TRY_AGAIN, "the room is unavailable; retry")
         return
     except FatalError as exc:
         await refuse(exc.close_code, exc.reason)
@@ -108,19 +112,39 @@ async def room_socket(websocket: WebSocket) -> None:
         log.exception("join failed")
         await refuse(Close.INTERNAL, "internal error")
         return
+    busy = False
+
+    async def pump() -> None:
+        nonlocal busy
+        try:
+            while conn.closed is None:
+                msg = await websocket.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                data = payload(msg)
+                if len(data) > settings.max_frame:
+                    conn.abort(Close.TOO_BIG, "frame too large")
+                    return
+                busy = True
+                await svc.hub.receive(conn, data)
+                busy = False
+        except Exception:
+            if conn.closed is None:
+                log.exception("connection %s failed", conn.id[:8])
+                conn.abort(Close.INTERNAL, "internal error")
+
+    # The server may end the connection (slow reader, flood, replacement) while the client
+    # sends nothing and cannot even take the close frame: stop reading then, and leave now.
+    reader = asyncio.create_task(pump())
+    over = asyncio.create_task(conn.done.wait())
     try:
-        while True:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            data = payload(msg)
-            if len(data) > settings.max_frame:
-                conn.abort(Close.TOO_BIG, "frame too large")
-                break
-            await svc.hub.receive(conn, data)
-    except Exception:
-        if conn.closed is None:
-            log.exception("connection %s failed", conn.id[:8])
-            conn.abort(Close.INTERNAL, "internal error")
+        await asyncio.wait({reader, over}, return_when=asyncio.FIRST_COMPLETED)
+        if not reader.done() and not busy:
+            reader.cancel()  # idle in receive(); a frame in progress finishes first
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
     finally:
+        reader.cancel()
+        over.cancel()
         await svc.hub.leave(conn)
+        await conn.wait_closed()
