@@ -6,6 +6,8 @@ import asyncio
 import logging
 from types import TracebackType
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
 from persistence.store import Store, WriteOp
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,13 @@ class Writer:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("commit of %d writes failed; retrying in %.2fs", len(batch), delay)
+            except Exception as exc:
+                if not transient(exc):
+                    await self._isolate(batch, exc)
+                    return
+                log.warning(
+                    "commit of %d writes failed (%r); retrying in %.2fs", len(batch), exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.batches += 1
@@ -111,3 +118,23 @@ class Writer:
         for _, fut in batch:
             if not fut.done():
                 fut.set_result(None)
+
+    async def _isolate(
+        self, batch: list[tuple[WriteOp, asyncio.Future[None]]], exc: Exception
+    ) -> None:
+        """One bad write must not sink its batch: retry each alone, fail only the bad ones."""
+        if len(batch) == 1:
+            op, fut = batch[0]
+            log.error("write rejected by the store: %r (%s)", op, exc)
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        for item in batch:
+            await self._commit([item])
+
+
+def transient(exc: Exception) -> bool:
+    """Errors worth retrying (the database is down or busy), as opposed to a rejected write."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

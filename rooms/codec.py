@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any, Literal
 
 import msgpack
@@ -57,6 +58,8 @@ def decode(data: bytes | str, fmt: Format = "msgpack") -> Frame:
             if not isinstance(data, str):
                 raise BadFrame("expected a text frame")
             raw = json.loads(data)
+            if "\\u" in data:  # an escape may spell a lone surrogate, which UTF-8 cannot carry
+                json.dumps(raw, ensure_ascii=False).encode("utf-8")
     except ProtocolError:
         raise
     except Exception as exc:  # every decoder failure is the client's bad frame
@@ -116,5 +119,22 @@ def _validate(t: str, raw: Frame, ref: str | None) -> Frame:
             raise Invalid("'u' must not be empty", ref)
         return {"t": t, "u": bytes(u)}
     if t == "signal":
-        return {"t": t, "data": check_signal(_field(raw, "data", dict, ref), ref)}
+        data = _field(raw, "data", dict, ref)
+        if not _str_keys(data):
+            raise Invalid("'data' must hold string-keyed maps of JSON-safe values", ref)
+        return {"t": t, "data": check_signal(data, ref)}
     return {"t": t}  # ping, end
+
+
+def _str_keys(value: object, depth: int = 0) -> bool:
+    """True if every map inside ``value`` has string keys and every leaf encodes for a JSON
+    peer too: no msgpack Timestamp (ext -1 bypasses ``ext_hook``), no NaN or Infinity."""
+    if depth > 32:
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _str_keys(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_str_keys(v, depth + 1) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bytes)

@@ -339,7 +339,14 @@ class Hub:
         envelope: bytes = encode({"k": "e", "seq": seq, "f": packed})  # type: ignore[assignment]
 
         def stored(f: asyncio.Future[None]) -> None:
-            if f.cancelled() or f.exception():
+            if f.cancelled():
+                return
+            if f.exception():
+                if action.key:
+                    room.pending.discard(action.key)
+                if conn is not None and ref is not None:
+                    conn.send(Unavailable("the store rejected this frame", ref).frame())
+                self.broker.publish(live.channel, encode({"k": "skip", "seq": seq}))  # type: ignore[arg-type]
                 return
             if conn is not None and action.kind == "chat":
                 conn.send({"t": "ack", "id": action.body["id"], "seq": seq})
@@ -358,6 +365,8 @@ class Hub:
         kind = msg.get("k")
         if kind == "e":
             self._deliver(live, room, msg["seq"], msg["f"])
+        elif kind == "skip":
+            self._deliver(live, room, msg["seq"], None)
         elif kind == "r":
             out = Outgoing(None, None, msg["f"])
             for uid, conn in live.conns.items():
@@ -377,8 +386,8 @@ class Hub:
                 del live.conns[msg["user"]]
                 kicked.abort(Close.REPLACED, "replaced by a newer connection")
 
-    def _deliver(self, live: LiveRoom, room: Room, seq: int, packed: bytes) -> None:
-        event = unpack(packed)
+    def _deliver(self, live: LiveRoom, room: Room, seq: int, packed: bytes | None) -> None:
+        event = unpack(packed) if packed is not None else None
         for ev, payload in room.commit(seq, event, packed):
             out = Outgoing(ev, ev["seq"], payload)
             for conn in live.conns.values():

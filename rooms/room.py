@@ -82,7 +82,7 @@ class Room:
     notes: Notes = field(default_factory=Notes)
     ended: bool = False
     pending: set[str] = field(default_factory=set)
-    _early: dict[int, tuple[Frame, Any]] = field(default_factory=dict)
+    _early: dict[int, tuple[Frame | None, Any]] = field(default_factory=dict)
 
     def other(self, user_id: str) -> list[str]:
         return [m for m in self.members if m != user_id]
@@ -138,16 +138,21 @@ class Room:
         }
 
     # committed events ----------------------------------------------------------------------
-    def commit(self, seq: int, event: Frame, payload: Any = None) -> list[tuple[Frame, Any]]:
-        """Take a stored event (in any order); return those now deliverable, in seq order."""
+    def commit(self, seq: int, event: Frame | None, payload: Any = None) -> list[tuple[Frame, Any]]:
+        """Take a stored event (in any order); return those now deliverable, in seq order.
+
+        ``event=None`` is a tombstone: a seq whose write the store rejected, skipped so that
+        it does not hold back the events after it.
+        """
         if seq > self.head:
             self._early[seq] = (event, payload)
         ready = []
         while self.head + 1 in self._early:
             self.head += 1
-            event, payload = self._early.pop(self.head)
-            self._apply(event)
-            ready.append((event, payload))
+            ev, pl = self._early.pop(self.head)
+            if ev is not None:
+                self._apply(ev)
+                ready.append((ev, pl))
         return ready
 
     def gap(self) -> tuple[int, int] | None:

@@ -16,7 +16,21 @@ from server.settings import Settings
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
+    import contextlib
+    from collections.abc import Iterator
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        """After a graceful shutdown on SIGTERM/SIGINT, exit 0 (uvicorn re-raises the signal)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
 
     from server.app import create_app
 
@@ -29,7 +43,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         timeout_graceful_shutdown=10,
         log_level="info",
     )
-    uvicorn.Server(config).run()
+    Server(config).run()
 
 
 async def _new_pair(settings: Settings, mentor: str, mentee: str) -> dict[str, Any]:
