@@ -16,6 +16,8 @@ from rooms.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT = 30.0  # how long a close frame may wait for a slow reader to make room for it
+
 
 class Transport(Protocol):
     async def send(self, data: bytes | str) -> None: ...
@@ -95,7 +97,8 @@ class Connection:
         self._wake = asyncio.Event()
         self._close_after: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.done = asyncio.Event()
+        self._closer: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()  # set once the connection is over: stop reading from it
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._write(), name=f"writer-{self.id[:8]}")
@@ -128,12 +131,19 @@ class Connection:
         self._queue.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
+        self.done.set()
 
     async def _close(self, code: int, reason: str) -> None:
+        # A slow reader's close frame waits behind what is already in the socket's buffers;
+        # give it time to drain (it then sees the close code) rather than dropping the close.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.transport.close(code, reason), 2.0)
-        self.done.set()
+            await asyncio.wait_for(self.transport.close(code, reason), CLOSE_TIMEOUT)
+
+    async def wait_closed(self) -> None:
+        """Wait until the close frame is handed to the socket (or given up on)."""
+        if self._closer is not None:
+            await asyncio.shield(self._closer)
 
     async def _write(self) -> None:
         try:
@@ -157,6 +167,7 @@ class Connection:
                     code, reason = self._close_after
                     self.closed = self._close_after
                     await self._close(code, reason)
+                    self.done.set()
                     return
         except asyncio.CancelledError:
             raise

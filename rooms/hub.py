@@ -240,8 +240,8 @@ class Hub:
         ref: str | None = None
         try:
             if verdict != "ok":
-                if verdict == "flood":
-                    conn.abort(Close.FLOODING, "too many frames")
+                if verdict == "flood":  # after what is queued: the rate_limited warnings
+                    conn.close_after_queue(Close.FLOODING, "too many frames")
                     return
                 raise RateLimited("too many frames; slow down")
             frame = decode(data, conn.fmt)

@@ -141,8 +141,7 @@ async def room_socket(websocket: WebSocket) -> None:
         await asyncio.wait({reader, over}, return_when=asyncio.FIRST_COMPLETED)
         if not reader.done() and not busy:
             reader.cancel()  # idle in receive(); a frame in progress finishes first
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await asyncio.wait({reader})
     finally:
         reader.cancel()
         over.cancel()

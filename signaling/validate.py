@@ -12,7 +12,7 @@ SIGNAL_TYPES = frozenset({"offer", "answer", "candidate", "bye"})
 def check_signal(data: dict[str, Any], ref: str | None = None) -> dict[str, Any]:
     """Return ``data`` if it is a signal the relay accepts, else raise :class:`Invalid`."""
     kind = data.get("type")
-    if kind not in SIGNAL_TYPES:
+    if not isinstance(kind, str) or kind not in SIGNAL_TYPES:  # (a list is unhashable)
         raise Invalid("'data.type' must be offer, answer, candidate or bye", ref)
     if kind in ("offer", "answer") and not isinstance(data.get("sdp"), str):
         raise Invalid("'data.sdp' must be str", ref)
