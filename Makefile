@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/menteo-rooms migrate
 	$(BIN)/menteo-rooms demo
 	exec $(BIN)/menteo-rooms serve
 

@@ -13,10 +13,11 @@ import pycrdt
 from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
 
+from persistence import migrate
 from persistence.models import Event, NotesUpdate, Pair, Session, User
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
@@ -37,6 +38,34 @@ def async_url(url: str) -> str:
     if base in ("postgresql", "postgres"):
         return f"postgresql+asyncpg://{rest}"
     raise ValueError(f"unsupported database URL scheme {scheme!r} (use sqlite or postgresql)")
+
+
+# Query parameters that asyncpg (or SQLAlchemy's asyncpg dialect) takes as connect arguments.
+_ASYNCPG_ARGS = frozenset(
+    {
+        "host", "port", "user", "password", "passfile", "database", "timeout", "ssl",
+        "direct_tls", "statement_cache_size", "max_cached_statement_lifetime",
+        "max_cacheable_statement_size", "command_timeout", "target_session_attrs",
+        "krbsrvname", "gsslib", "prepared_statement_cache_size",
+    }
+)  # fmt: skip
+
+
+def pg_connect_args(url: str) -> tuple[str, dict[str, Any]]:
+    """Split a PostgreSQL URL's query like asyncpg does for a DSN: ``sslmode`` is ``ssl`` and
+    any other unknown parameter is a server setting (``?search_path=tenant1``, ...)."""
+    parsed = make_url(url)
+    kept: dict[str, str | tuple[str, ...]] = {}
+    settings: dict[str, str] = {}
+    for key, value in parsed.query.items():
+        if key == "sslmode":
+            kept["ssl"] = value
+        elif key in _ASYNCPG_ARGS:
+            kept[key] = value
+        else:
+            settings[key] = value if isinstance(value, str) else value[-1]
+    stripped = parsed.set(query=kept).render_as_string(hide_password=False)
+    return stripped, ({"server_settings": settings} if settings else {})
 
 
 @dataclass(frozen=True)
@@ -96,9 +125,12 @@ def notes_text(updates: Sequence[bytes]) -> str:
 class Store:
     """Durable state. Every method is one short transaction; ``write`` takes a whole batch."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, prepare: bool = True) -> None:
+        """``prepare``: on start, create an empty schema (or stamp one made before migrations)
+        and refuse one that is behind; ``menteo-rooms migrate`` opens it with ``False``."""
         self.url = async_url(url)
         self.dialect = self.url.split("+", 1)[0]
+        self.prepare = prepare
         self._engine: AsyncEngine | None = None
 
     @property
@@ -108,9 +140,13 @@ class Store:
 
     async def __aenter__(self) -> Store:
         kwargs: dict[str, Any] = {}
+        url = self.url
         if self.dialect == "postgresql":
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-        engine = create_async_engine(self.url, **kwargs)
+            url, connect_args = pg_connect_args(url)
+            kwargs.update(
+                pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
+            )
+        engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -123,8 +159,14 @@ class Store:
                 cur.close()
 
         self._engine = engine
-        async with engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.create_all)
+        if self.prepare:
+            try:
+                async with engine.begin() as conn:
+                    await conn.run_sync(migrate.prepare)
+            except BaseException:
+                await engine.dispose()
+                self._engine = None
+                raise
         return self
 
     async def __aexit__(
@@ -133,6 +175,11 @@ class Store:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    async def migrate(self) -> str:
+        """Apply the schema migrations up to the head; return what was done."""
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(migrate.upgrade)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -256,15 +303,18 @@ class Store:
 
     async def presence(self, session_id: str) -> dict[str, str]:
         """Each member's last presence state in the session ("joined" or "left")."""
+        return {u: state for u, (state, _) in (await self.presence_seqs(session_id)).items()}
+
+    async def presence_seqs(self, session_id: str) -> dict[str, tuple[str, int]]:
+        """Each member's last presence state and the seq of that event."""
         q = (
-            select(EVENTS.c.user_id, EVENTS.c.body)
+            select(EVENTS.c.user_id, EVENTS.c.body, EVENTS.c.seq)
             .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == "presence")
             .order_by(EVENTS.c.seq)
         )
-
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
-        return {u: msgpack.unpackb(b)["state"] for u, b in rows}
+        return {u: (msgpack.unpackb(b)["state"], int(seq)) for u, b, seq in rows}
 
     # notes -----------------------------------------------------------------------------------
     async def notes_updates(self, session_id: str) -> list[bytes]:

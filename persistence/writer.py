@@ -5,12 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
+from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from persistence.store import Store, WriteOp
 
 log = logging.getLogger(__name__)
+
+
+class CommitObserver(Protocol):
+    """What the writer reports (``rooms.metrics.Metrics`` is one)."""
+
+    def commit_batch(self, size: int) -> None: ...
+
+    def store_error(self) -> None: ...
+
+
+class _Unobserved:
+    def commit_batch(self, size: int) -> None:
+        pass
+
+    def store_error(self) -> None:
+        pass
 
 
 class WriterUnavailable(Exception):
@@ -33,8 +50,10 @@ class Writer:
         max_batch: int = 1000,
         max_wait: float = 0.001,
         max_backlog: int = 50_000,
+        metrics: CommitObserver | None = None,
     ) -> None:
         self.store = store
+        self.metrics: CommitObserver = metrics or _Unobserved()
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_backlog = max_backlog
@@ -105,6 +124,7 @@ class Writer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.metrics.store_error()
                 if not transient(exc):
                     await self._isolate(batch, exc)
                     return
@@ -115,6 +135,7 @@ class Writer:
                 delay = min(delay * 2, 2.0)
         self.batches += 1
         self.written += len(batch)
+        self.metrics.commit_batch(len(batch))
         for _, fut in batch:
             if not fut.done():
                 fut.set_result(None)

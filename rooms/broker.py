@@ -1,6 +1,7 @@
 """The broker seam: fan-out between nodes and the little state every node must agree on.
 
-A broker is chosen by URL (``memory://`` here; ``redis://`` is the cluster's). Everything that
+A broker is chosen by URL (``memory://`` here; ``redis://`` is the cluster's, in
+:mod:`rooms.redis_broker`). Everything that
 must agree across nodes goes through it: the room channels, seq allocation with retry
 de-duplication, and which connection holds each member of a room.
 """
@@ -20,8 +21,15 @@ log = logging.getLogger(__name__)
 Handler = Callable[[bytes], None]
 
 
+class BrokerUnavailable(Exception):
+    """The broker's backend cannot be reached; the caller should answer ``unavailable``."""
+
+
 class Broker(Protocol):
     node_id: str
+    on_reconnect: Callable[[], object] | None
+    """Called (sync, or a coroutine function) after the node lost its subscriptions and has
+    them back: messages published meanwhile were lost and must be repaired from the store."""
 
     async def __aenter__(self) -> Broker: ...
 
@@ -61,6 +69,9 @@ class Broker(Protocol):
     async def holder(self, room: str, user: str) -> str | None:
         """The connection that holds the user's claim in ``room``, if any."""
 
+    async def ping(self) -> None:
+        """Return if the broker can serve this node now; raise if it cannot (for ``/readyz``)."""
+
 
 @dataclass
 class MemoryBackbone:
@@ -77,6 +88,7 @@ class MemoryBroker:
 
     def __init__(self, backbone: MemoryBackbone | None = None) -> None:
         self.node_id = uuid.uuid4().hex[:12]
+        self.on_reconnect: Callable[[], object] | None = None  # never called: nothing is lost
         self.backbone = backbone or MemoryBackbone()
         self._mine: dict[str, list[Handler]] = {}
 
@@ -137,6 +149,9 @@ class MemoryBroker:
     async def holder(self, room: str, user: str) -> str | None:
         return self.backbone.claims.get((room, user))
 
+    async def ping(self) -> None:
+        return None  # in-process: always there
+
 
 def _safe_call(handler: Handler, data: bytes) -> None:
     try:
@@ -145,9 +160,19 @@ def _safe_call(handler: Handler, data: bytes) -> None:
         log.exception("broker handler failed")
 
 
-def broker_from_url(url: str, backbone: MemoryBackbone | None = None) -> Broker:
-    """Pick a broker implementation by URL scheme."""
+def broker_from_url(
+    url: str,
+    backbone: MemoryBackbone | None = None,
+    *,
+    prefix: str = "menteo:",
+    node_ttl: float = 10.0,
+) -> Broker:
+    """Pick a broker implementation by URL scheme (``prefix`` and ``node_ttl`` are Redis's)."""
     scheme = url.partition("://")[0]
     if scheme == "memory":
         return MemoryBroker(backbone)
-    raise ValueError(f"unsupported broker URL scheme {scheme!r} (use memory://)")
+    if scheme in ("redis", "rediss", "unix"):
+        from rooms.redis_broker import RedisBroker  # imported only when a cluster uses it
+
+        return RedisBroker(url, prefix=prefix, node_ttl=node_ttl)
+    raise ValueError(f"unsupported broker URL scheme {scheme!r} (use memory:// or redis://)")

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from rooms.codec import Format, Frame, encode, unpack
 from rooms.errors import Close
+from rooms.metrics import Metrics
 from rooms.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,10 @@ class Connection:
         now: float,
         max_items: int,
         max_bytes: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
+        self.metrics = metrics or Metrics()
         self.transport = transport
         self.pair_id = pair_id
         self.user_id = user_id
@@ -110,6 +113,7 @@ class Connection:
         if isinstance(item, Outgoing):
             self._bytes += item.size()
         if len(self._queue) > self._max_items or self._bytes > self._max_bytes:
+            self.metrics.slow_consumer_close()
             self.abort(Close.TRY_AGAIN, "too slow to read; reconnect and resume")
             return
         self._wake.set()
@@ -117,11 +121,13 @@ class Connection:
     def send(self, frame: Frame) -> None:
         self.push(Outgoing(frame))
 
-    def close_after_queue(self, code: int, reason: str) -> None:
-        """Close once everything already queued has been written."""
+    def close_after_queue(self, code: int, reason: str) -> bool:
+        """Close once everything already queued has been written; ``False`` if already closing."""
         if not self.closed and not self._close_after:
             self._close_after = (code, reason)
             self._wake.set()
+            return True
+        return False
 
     def abort(self, code: int, reason: str) -> None:
         """Close now, dropping whatever is still queued."""
@@ -163,6 +169,7 @@ class Connection:
                             await self._fill(item.seq - 1)
                         self.delivered = item.seq
                     await self.transport.send(item.encoded(self.fmt))
+                    self.metrics.frame_out()
                 if self._close_after and not self._queue:
                     code, reason = self._close_after
                     self.closed = self._close_after
@@ -187,6 +194,7 @@ class Connection:
                 if seq <= self.delivered:
                     continue
                 await self.transport.send(Outgoing(None, seq, body).encoded(self.fmt))
+                self.metrics.frame_out()
                 self.delivered = seq
 
     async def stop(self) -> None:

@@ -19,6 +19,7 @@ from rooms.broker import Broker
 from rooms.codec import Format, Frame, decode, encode, unpack
 from rooms.connection import Connection, Fill, Outgoing, Transport
 from rooms.errors import Close, FatalError, ProtocolError, RateLimited, Unavailable
+from rooms.metrics import Metrics
 from rooms.notes import Notes
 from rooms.room import Append, AwaitAck, Member, Relay, Reply, Room, StoreNotes, chat_key
 
@@ -35,6 +36,7 @@ class HubConfig:
     send_queue: int = 2048
     send_queue_bytes: int = 8 * 1024 * 1024
     notes_compact_every: int = 200
+    sweep_interval: float = 5.0  # how often to look for members whose node died
 
 
 @dataclass
@@ -52,6 +54,7 @@ class LiveRoom:
     compacting: bool = False
     repairing: bool = False
     handler: Callable[[bytes], None] | None = None
+    suspects: set[str] = field(default_factory=set)
 
 
 class Hub:
@@ -65,8 +68,10 @@ class Hub:
         ice_servers: IceServers,
         config: HubConfig,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.writer = writer
         self.broker = broker
         self.verify = verify
@@ -78,11 +83,16 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Hub:
+        self.broker.on_reconnect = self.repair_all
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
         for live in list(self.rooms.values()):
             for conn in list(live.conns.values()):
                 conn.abort(Close.GOING_AWAY, "server shutting down")
@@ -124,8 +134,14 @@ class Hub:
             now=self.clock(),
             max_items=self.config.send_queue,
             max_bytes=self.config.send_queue_bytes,
+            metrics=self.metrics,
         )
-        previous = await self.broker.claim(pair_id, user_id, conn.id)
+        try:
+            previous = await self.broker.claim(pair_id, user_id, conn.id)
+        except Exception as exc:
+            self.metrics.broker_error()
+            log.warning("claim failed: %r", exc)
+            raise Unavailable("the room is unavailable; retry") from None
         old = live.conns.get(user_id)
         if old is not None:
             old.abort(Close.REPLACED, "replaced by a newer connection")
@@ -179,7 +195,7 @@ class Hub:
             self.rooms[pair_id] = live
             await self.broker.subscribe(live.channel, live.handler)
             updates = await self.store.notes_updates(session.id)
-            presence = await self.store.presence(session.id)
+            presence = await self.store.presence_seqs(session.id)
             room = Room(
                 pair_id,
                 members,
@@ -189,7 +205,8 @@ class Hub:
                     chat_key(u, c): seq
                     for (u, c), seq in (await self.store.chat_ids(session.id)).items()
                 },
-                online={u for u, state in presence.items() if state == "joined"},
+                online={u for u, (state, _) in presence.items() if state == "joined"},
+                joined={u: seq for u, (state, seq) in presence.items() if state == "joined"},
                 notes=Notes(updates),
             )
             live.room = room
@@ -236,12 +253,14 @@ class Hub:
         if live is None or live.room is None or live.conns.get(conn.user_id) is not conn:
             return
         room = live.room
+        self.metrics.frame_in()
         verdict = conn.limiter.take(self.clock())
         ref: str | None = None
         try:
             if verdict != "ok":
                 if verdict == "flood":  # after what is queued: the rate_limited warnings
-                    conn.close_after_queue(Close.FLOODING, "too many frames")
+                    if conn.close_after_queue(Close.FLOODING, "too many frames"):
+                        self.metrics.rate_limit_close()
                     return
                 raise RateLimited("too many frames; slow down")
             frame = decode(data, conn.fmt)
@@ -311,10 +330,15 @@ class Hub:
         assert room is not None
         if room.ended:
             return None
+        started = time.perf_counter()
         try:
             if self.writer.full():
                 raise WriterUnavailable("the store is not keeping up")
-            seq, new = await self.broker.allocate_seq(room.session_id, action.key, room.head)
+            try:
+                seq, new = await self.broker.allocate_seq(room.session_id, action.key, room.head)
+            except Exception:
+                self.metrics.broker_error()
+                raise
         except Exception as exc:
             if action.key:
                 room.pending.discard(action.key)
@@ -350,6 +374,7 @@ class Hub:
                 return
             if conn is not None and action.kind == "chat":
                 conn.send({"t": "ack", "id": action.body["id"], "seq": seq})
+                self.metrics.ack_latency(time.perf_counter() - started)
             self.broker.publish(live.channel, envelope)
 
         fut.add_done_callback(stored)
@@ -434,6 +459,48 @@ class Hub:
         await self.writer.write(EndSession(room.session_id, self.clock(), room.notes.plain()))
         if not live.conns:
             await self._drop(live)
+
+    def repair_all(self) -> None:
+        """The broker lost messages (its connection dropped): catch every room up from the store."""
+        for live in list(self.rooms.values()):
+            if live.room is not None:
+                self._spawn(self._catch_up(live, live.room))
+
+    async def _catch_up(self, live: LiveRoom, room: Room) -> None:
+        try:
+            while True:
+                rows = await self.store.events(room.session_id, room.head, limit=500)
+                for row in rows:
+                    self._deliver(live, room, row.seq, row.body)
+                if len(rows) < 500:
+                    return
+        except Exception:
+            log.exception("catch-up of %s failed", live.pair_id)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed")
+
+    async def sweep(self) -> None:
+        """Members shown online whose connection no node holds any more (their node died) are
+        marked left once they have been missing for two sweeps in a row."""
+        for live in list(self.rooms.values()):
+            room = live.room
+            if room is None or room.ended:
+                continue
+            missing = set()
+            for uid in room.online - set(live.conns):
+                if await self.broker.holder(live.pair_id, uid) is None:
+                    missing.add(uid)
+            for uid in missing & live.suspects:
+                await self._append(live, room.leave(uid))
+            live.suspects = missing - live.suspects
 
     # leaving ----------------------------------------------------------------------------------
     async def leave(self, conn: Connection) -> None:

@@ -82,6 +82,7 @@ class Room:
     notes: Notes = field(default_factory=Notes)
     ended: bool = False
     pending: set[str] = field(default_factory=set)
+    joined: dict[str, int] = field(default_factory=dict)  # seq of each online member's join
     _early: dict[int, tuple[Frame | None, Any]] = field(default_factory=dict)
 
     def other(self, user_id: str) -> list[str]:
@@ -123,7 +124,10 @@ class Room:
         return Append("presence", {"user": self.members[user_id].as_dict(), "state": "joined"})
 
     def leave(self, user_id: str) -> Append:
-        return Append("presence", {"user": self.members[user_id].as_dict(), "state": "left"})
+        """The member's leave; keyed by the join it ends, so nodes that notice it at once
+        (a clean close here, a dead node's sweep there) store it only once."""
+        key = f"left\x00{user_id}\x00{self.joined.get(user_id, 0)}"
+        return Append("presence", {"user": self.members[user_id].as_dict(), "state": "left"}, key)
 
     def welcome(self, user_id: str, ice_servers: list[dict[str, Any]]) -> Frame:
         return {
@@ -171,6 +175,7 @@ class Room:
             uid = event["user"]["id"]
             if event["state"] == "joined":
                 self.online.add(uid)
+                self.joined[uid] = event["seq"]
             else:
                 self.online.discard(uid)
         elif t == "ended":

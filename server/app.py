@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,8 +23,13 @@ from server.ws import room_socket
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
-async def page(request: Request) -> Response:
-    return FileResponse(STATIC / "index.html")
+def page(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """A route serving one of the browser client's HTML pages (tokens travel in the fragment)."""
+
+    async def serve(request: Request) -> Response:
+        return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+    return serve
 
 
 def create_app(
@@ -41,15 +46,17 @@ def create_app(
 
     routes = [
         Route("/healthz", http.healthz),
+        Route("/readyz", http.readyz),
+        Route("/metrics", http.metrics),
         Route("/api/pairs", http.post_pair, methods=["POST"]),
         Route("/api/pairs/{pair_id}/tokens", http.post_token, methods=["POST"]),
         Route("/api/rooms/{pair_id}/sessions", http.list_sessions),
         Route("/api/sessions/{session_id}/transcript", http.get_transcript),
         WebSocketRoute("/ws/rooms/{pair_id}", room_socket),
-        Route("/", page),
-        Route("/rooms/{pair_id}", page),
-        Route("/rooms/{pair_id}/sessions", page),
-        Route("/sessions/{session_id}", page),
+        Route("/", page("index.html")),
+        Route("/rooms/{pair_id}", page("room.html")),
+        Route("/rooms/{pair_id}/sessions", page("sessions.html")),
+        Route("/sessions/{session_id}", page("session.html")),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]
     return Starlette(

@@ -1,4 +1,4 @@
-"""``menteo-rooms``: serve, create pairs, mint tokens, print a demo pair's links."""
+"""``menteo-rooms``: serve, migrate the database, create pairs, mint tokens, print demo links."""
 
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ async def _token(settings: Settings, pair_id: str, user_id: str, ttl: int) -> st
     return mint(settings.secret, user_id, pair_id, ttl)
 
 
+async def _migrate(settings: Settings) -> str:
+    async with Store(settings.database_url, prepare=False) as store:
+        return await store.migrate()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="menteo-rooms", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p_token.add_argument("--ttl", type=int, default=DEFAULT_TTL)
     p_token.add_argument("--json", action="store_true")
     sub.add_parser("demo", help="create a pair and print each member's browser link")
+    sub.add_parser("migrate", help="apply the database schema migrations (safe to repeat)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
@@ -108,6 +114,18 @@ def main(argv: list[str] | None = None) -> int:
             print("error: no such pair, or the user is not one of its members", file=sys.stderr)
             return 1
         print(json.dumps({"token": token}) if args.json else token)
+        return 0
+    if args.command == "migrate":
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from persistence.migrate import SchemaError
+
+        try:
+            done = asyncio.run(_migrate(settings))
+        except (SchemaError, SQLAlchemyError, OSError) as exc:
+            print(f"error: the migration failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"database schema: {done}")
         return 0
     if args.command == "demo":
         body = asyncio.run(_new_pair(settings, "Ada (mentor)", "Grace (mentee)"))

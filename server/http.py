@@ -1,8 +1,11 @@
-"""HTTP routes: health, sessions and transcripts for members, the admin API."""
+"""HTTP routes: health, readiness, metrics, sessions and transcripts for members, the admin API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -11,6 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from persistence.store import PairRecord
 from server.auth import DEFAULT_TTL, TokenError, mint, verify
 from server.errors import ApiError
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.pairs import check_name, create_pair, pair_json
 from server.services import Services
 from server.transcript import markdown, transcript
@@ -46,6 +50,37 @@ async def member_of(request: Request, pair_id: str | None, missing: str) -> Pair
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+READY_TIMEOUT = 2.0
+log = logging.getLogger(__name__)
+
+
+async def _check(part: str, ping: Callable[[], Awaitable[None]]) -> str:
+    try:
+        await asyncio.wait_for(ping(), READY_TIMEOUT)
+        return "ok"
+    except Exception as exc:
+        log.warning("readiness: the %s is down: %r", part, exc)
+        return "down"
+
+
+async def readyz(request: Request) -> Response:
+    """200 when this node can serve (database and broker answer), else 503 naming what is down."""
+    svc = services(request)
+    database, broker = await asyncio.gather(
+        _check("database", svc.store.ping), _check("broker", svc.broker.ping)
+    )
+    ready = database == broker == "ok"
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "database": database, "broker": broker},
+        status_code=200 if ready else 503,
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """This node's metrics in Prometheus' text format."""
+    return Response(services(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 async def list_sessions(request: Request) -> Response:

@@ -12,6 +12,7 @@ from persistence.writer import Writer
 from rooms.broker import Broker, MemoryBackbone, broker_from_url
 from rooms.hub import Hub, HubConfig
 from server.auth import verify
+from server.metrics import PrometheusMetrics
 from server.settings import Settings
 from signaling.ice import ice_servers
 
@@ -23,6 +24,7 @@ class Services:
     writer: Writer
     broker: Broker
     hub: Hub
+    metrics: PrometheusMetrics
 
 
 @asynccontextmanager
@@ -30,9 +32,18 @@ async def running(
     settings: Settings, backbone: MemoryBackbone | None = None
 ) -> AsyncIterator[Services]:
     async with AsyncExitStack() as stack:
+        unstarted = broker_from_url(
+            settings.broker_url,
+            backbone,
+            prefix=settings.redis_prefix,
+            node_ttl=settings.node_ttl,
+        )
+        metrics = PrometheusMetrics(unstarted.node_id)  # a registry of this app's own
         store = await stack.enter_async_context(Store(settings.database_url))
-        writer = await stack.enter_async_context(Writer(store, max_wait=settings.commit_wait))
-        broker = await stack.enter_async_context(broker_from_url(settings.broker_url, backbone))
+        writer = await stack.enter_async_context(
+            Writer(store, max_wait=settings.commit_wait, metrics=metrics)
+        )
+        broker = await stack.enter_async_context(unstarted)
 
         def check(token: str) -> tuple[str, str]:
             claims = verify(settings.secret, token)
@@ -57,7 +68,10 @@ async def running(
                     send_queue=settings.send_queue,
                     send_queue_bytes=settings.send_queue_bytes,
                     notes_compact_every=settings.notes_compact_every,
+                    sweep_interval=settings.node_ttl / 2,
                 ),
+                metrics=metrics,
             )
         )
-        yield Services(settings, store, writer, broker, hub)
+        metrics.live(connections=lambda: hub.connections, rooms=lambda: len(hub.rooms))
+        yield Services(settings, store, writer, broker, hub, metrics)

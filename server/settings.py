@@ -34,6 +34,8 @@ def local_secret(folder: Path) -> str:
 class Settings:
     database_url: str = "sqlite:///menteo.db"
     broker_url: str = "memory://"
+    redis_prefix: str = "menteo:"
+    node_ttl: float = 10.0
     secret: str = ""
     admin_token: str | None = None
     allowed_origins: list[str] = field(default_factory=list)
@@ -67,6 +69,8 @@ class Settings:
         return cls(
             database_url=env.get("MENTEO_DATABASE_URL") or f"sqlite:///{folder / 'menteo.db'}",
             broker_url=env.get("MENTEO_BROKER_URL") or "memory://",
+            redis_prefix=env.get("MENTEO_REDIS_PREFIX", "menteo:"),
+            node_ttl=num("MENTEO_NODE_TTL", 10.0),
             secret=env.get("MENTEO_SECRET") or local_secret(folder),
             admin_token=env.get("MENTEO_ADMIN_TOKEN") or None,
             allowed_origins=_list(env.get("MENTEO_ALLOWED_ORIGINS")),

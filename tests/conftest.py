@@ -19,3 +19,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A database URL for a fresh PostgreSQL schema of this test's own (dropped afterwards);
+    skips when PostgreSQL is unreachable, fails instead when CI=true."""
+    from tests.pg import pg_schema
+
+    with pg_schema() as url:
+        yield url

@@ -214,3 +214,20 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+def require_service(name: str, host: str, port: int, timeout: float = 2.0) -> None:
+    """Skip the test when a service does not answer on ``host:port``; fail instead under CI."""
+    try:
+        socket.create_connection((host, port), timeout).close()
+    except OSError as exc:
+        service_missing(f"{name} is not reachable at {host}:{port} ({exc})")
+
+
+def service_missing(reason: str) -> None:
+    """A service the test needs is missing: skip on a developer's machine, fail when CI=true."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (required when CI=true)")
+    pytest.skip(reason)

@@ -1,9 +1,10 @@
 """The Broker contract, one suite for every implementation.
 
 A cluster is a list of brokers that act as separate nodes of one deployment. To test another
-implementation, add one entry to ``CLUSTERS`` (e.g. ``"redis": lambda n: [broker_from_url(URL)
-for _ in range(n)]``); every test uses fresh channel, session and room names, so a shared
-backend is fine.
+implementation, add one entry to ``CLUSTERS``: an async context manager that yields ``n`` started
+nodes and cleans up after them. Every test uses fresh channel, session and room names, so a
+shared backend is fine. The Redis cluster uses the local Redis under a key prefix of its own per
+test (skipped when Redis is unreachable, failed instead when CI=true).
 """
 
 from __future__ import annotations
@@ -12,29 +13,43 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from rooms.broker import Broker, MemoryBackbone, MemoryBroker
+from rooms.broker import Broker, MemoryBackbone, MemoryBroker, broker_from_url
+from tests.redis_support import REDIS_URL, redis_prefix
 
 WAIT = 5.0  # seconds; every wait below is bounded by this
 
 
-def memory_cluster(n: int) -> list[Broker]:
+@contextlib.asynccontextmanager
+async def memory_cluster(n: int) -> AsyncIterator[list[Broker]]:
     backbone = MemoryBackbone()
-    return [MemoryBroker(backbone) for _ in range(n)]
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(MemoryBroker(backbone)) for _ in range(n)]
 
 
-CLUSTERS: dict[str, Callable[[int], list[Broker]]] = {
+@contextlib.asynccontextmanager
+async def redis_cluster(n: int) -> AsyncIterator[list[Broker]]:
+    async with redis_prefix() as prefix, contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(broker_from_url(REDIS_URL, prefix=prefix))
+            for _ in range(n)
+        ]
+
+
+CLUSTERS: dict[str, Callable[[int], AbstractAsyncContextManager[list[Broker]]]] = {
     "memory": memory_cluster,
+    "redis": redis_cluster,
 }
 
 
 @pytest.fixture(params=sorted(CLUSTERS))
 async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[list[Broker]]:
     """Two nodes of one cluster, entered and closed around the test."""
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(b) for b in CLUSTERS[request.param](2)]
+    async with CLUSTERS[request.param](2) as nodes:
+        assert len({b.node_id for b in nodes}) == len(nodes)
         yield nodes
 
 
@@ -144,7 +159,13 @@ async def test_subscribe_is_effective_when_it_returns(cluster: list[Broker]) -> 
 async def test_publish_without_subscribers_is_harmless(cluster: list[Broker]) -> None:
     a, b = cluster
     channel = name("empty")
+    probe, witness = name("probe"), Inbox()
+    await b.subscribe(probe, witness)
     a.publish(channel, b"nobody listens")
+    # publish is fire-and-forget: wait until a's later message is out, so the first one is
+    # past before b subscribes (a message still in flight may reach a new subscriber)
+    a.publish(probe, b"sync")
+    await witness.until(b"sync")
     inbox = Inbox()
     await b.subscribe(channel, inbox)
     a.publish(channel, b"now someone does")
@@ -318,3 +339,8 @@ async def test_release_only_by_the_holder(cluster: list[Broker]) -> None:
     assert await b.release(name("room"), user, "new") is False
     # after a release the next claim replaces nothing
     assert await b.claim(room, user, "newest") is None
+
+
+async def test_ping_answers_when_the_broker_is_up(cluster: list[Broker]) -> None:
+    for node in cluster:
+        await asyncio.wait_for(node.ping(), WAIT)  # /readyz relies on it

@@ -150,7 +150,18 @@ def test_notes_are_merged_and_stored() -> None:
 def test_join_and_leave_events() -> None:
     room = make_room()
     assert room.join(MENTEE.id) == Append("presence", {"user": MENTEE.as_dict(), "state": "joined"})
-    assert room.leave(MENTOR.id) == Append("presence", {"user": MENTOR.as_dict(), "state": "left"})
+    leave = room.leave(MENTOR.id)
+    assert (leave.kind, leave.body) == ("presence", {"user": MENTOR.as_dict(), "state": "left"})
+
+
+def test_a_leave_is_keyed_by_the_join_it_ends() -> None:
+    room = make_room()
+    room.commit(1, presence_event(1, MENTOR, "joined"))
+    first = room.leave(MENTOR.id).key
+    assert first == room.leave(MENTOR.id).key  # two nodes noticing the same leave agree
+    room.commit(2, presence_event(2, MENTOR, "left"))
+    room.commit(3, presence_event(3, MENTOR, "joined"))
+    assert room.leave(MENTOR.id).key != first  # the next leave is a new event
 
 
 def test_welcome_lists_members_and_online_peers() -> None:

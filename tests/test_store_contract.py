@@ -1,14 +1,15 @@
 """The Store contract, one suite for every database the server supports.
 
-To run it against another database, add one entry to ``STORES`` (e.g. ``"postgresql":
-lambda tmp: fresh_pg_database_url()``). Every test makes its own pairs and sessions.
+To run it against another database, add one entry to ``STORES``: a function of the test's
+request that returns a fresh database URL. PostgreSQL runs in a fresh schema per test (the
+``pg_url`` fixture); it skips when PostgreSQL is unreachable, and fails instead when CI=true.
+Every test makes its own pairs and sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import msgpack
 import pycrdt
@@ -25,14 +26,15 @@ from persistence.store import (
     notes_text,
 )
 
-STORES: dict[str, Callable[[Path], str]] = {
-    "sqlite": lambda tmp: f"sqlite:///{tmp / 'store.db'}",
+STORES: dict[str, Callable[[pytest.FixtureRequest], str]] = {
+    "sqlite": lambda request: f"sqlite:///{request.getfixturevalue('tmp_path') / 'store.db'}",
+    "postgresql": lambda request: str(request.getfixturevalue("pg_url")),
 }
 
 
 @pytest.fixture(params=sorted(STORES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store(STORES[request.param](tmp_path)) as s:
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    async with Store(STORES[request.param](request)) as s:
         yield s
 
 

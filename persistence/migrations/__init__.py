@@ -1,0 +1,1 @@
+"""Alembic migration scripts (env.py, versions/); run through :mod:`persistence.migrate`."""
