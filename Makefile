@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint setup clean
+# The browser client: npm packages from static/package-lock.json, bundled by esbuild into
+# static/dist/ (git-ignored). `npm ci` runs again only when the lock file changes.
+NODE_STAMP := static/node_modules/.installed
+BUNDLE := static/dist/.built
+CLIENT_SRC := $(wildcard static/src/*.js)
+
+.PHONY: run test lint setup clean web
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,9 +18,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(NODE_STAMP): static/package-lock.json static/package.json
+	cd static && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
-run: $(STAMP)
+$(BUNDLE): $(NODE_STAMP) $(CLIENT_SRC)
+	cd static && npm run --silent build
+	touch $(BUNDLE)
+
+web: $(BUNDLE)
+
+setup: $(STAMP) $(BUNDLE)
+
+run: $(STAMP) $(BUNDLE)
 	$(BIN)/menteo-rooms migrate
 	$(BIN)/menteo-rooms demo
 	exec $(BIN)/menteo-rooms serve
@@ -23,8 +39,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) $(BUNDLE) lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache static/node_modules static/dist

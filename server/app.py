@@ -32,6 +32,13 @@ def page(name: str) -> Callable[[Request], Awaitable[Response]]:
     return serve
 
 
+def asset(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+    async def serve(request: Request) -> Response:
+        return FileResponse(STATIC / name, media_type=media_type)
+
+    return serve
+
+
 def create_app(
     settings: Settings | None = None, backbone: MemoryBackbone | None = None
 ) -> Starlette:
@@ -57,7 +64,9 @@ def create_app(
         Route("/rooms/{pair_id}", page("room.html")),
         Route("/rooms/{pair_id}/sessions", page("sessions.html")),
         Route("/sessions/{session_id}", page("session.html")),
-        Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
+        # only the built bundle and the stylesheet: not the sources or node_modules
+        Mount("/static/dist", StaticFiles(directory=STATIC / "dist", check_dir=False)),
+        Route("/static/style.css", asset("style.css", "text/css")),
     ]
     return Starlette(
         routes=routes,

@@ -1,0 +1,270 @@
+"""The browser client in Debian's Chromium, driven by Playwright: two members, one real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import ROOT, Pair, ServerProcess
+
+CHROMIUM = os.environ.get("MENTEO_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+# Records every RTCPeerConnection the page makes, so a test can read its getStats().
+TRACK_PEERS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) { super(...args); window.__pcs.push(this); }
+  };
+})();
+"""
+SHOTS = ROOT / "docs" / "screenshots"
+BUNDLE = ROOT / "static" / "dist"
+
+if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Chromium is required in CI but {CHROMIUM} is missing", pytrace=False)
+    pytest.skip(
+        f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+    )
+if not BUNDLE.exists():
+    if os.environ.get("CI") == "true":
+        pytest.fail("static/dist is missing: the Makefile builds it", pytrace=False)
+    pytest.skip("static/dist is missing: run `make` to build the client", allow_module_level=True)
+
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect  # noqa: E402
+
+expect.set_options(timeout=15_000)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        await b.close()
+
+
+class Member:
+    def __init__(self, context: BrowserContext, page: Page, url: str) -> None:
+        self.context = context
+        self.page = page
+        self.url = url
+        self.errors: list[str] = []
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def tid(self, name: str) -> Any:
+        return self.page.get_by_test_id(name)
+
+    async def live(self) -> None:
+        await expect(self.tid("connection-state")).to_have_attribute("data-state", "live")
+
+    async def say(self, text: str) -> None:
+        await self.tid("chat-input").fill(text)
+        await self.tid("chat-input").press("Enter")
+
+
+async def open_member(browser: Browser, server: ServerProcess, pair_id: str, token: str) -> Member:
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    await context.add_init_script(TRACK_PEERS)
+    await context.grant_permissions(["camera", "microphone"], origin=server.http)
+    page = await context.new_page()
+    url = f"{server.http}/rooms/{pair_id}#token={token}"
+    await page.goto(url)
+    member = Member(context, page, url)
+    await member.live()
+    return member
+
+
+@pytest.fixture
+async def room(
+    browser: Browser, server: ServerProcess
+) -> AsyncIterator[tuple[Pair, Member, Member]]:
+    pair = server.pair("Ada Mentor", "Grace Mentee")
+    mentor = await open_member(browser, server, pair.id, pair.mentor_token)
+    mentee = await open_member(browser, server, pair.id, pair.mentee_token)
+    yield pair, mentor, mentee
+    assert not mentor.errors, mentor.errors
+    assert not mentee.errors, mentee.errors
+    await mentor.context.close()
+    await mentee.context.close()
+
+
+def messages(m: Member, text: str) -> Any:
+    return m.tid("chat-log").get_by_test_id("chat-message").filter(has_text=text)
+
+
+async def test_chat_both_ways_with_delivery_marks(room: tuple[Pair, Member, Member]) -> None:
+    _, mentor, mentee = room
+    await expect(mentor.tid("peer-presence")).to_have_attribute("data-state", "online")
+    await expect(mentee.tid("peer-presence")).to_have_attribute("data-state", "online")
+    await mentor.say("Hello Grace, how was the week?")
+    mine = messages(mentor, "Hello Grace, how was the week?")
+    await expect(mine).to_have_attribute("data-status", "delivered")
+    seq = await mine.get_attribute("data-seq")
+    assert seq is not None and int(seq) > 0
+    theirs = messages(mentee, "Hello Grace, how was the week?")
+    await expect(theirs).to_have_count(1)
+    await mentee.say("Busy but good!")
+    await expect(messages(mentee, "Busy but good!")).to_have_attribute("data-status", "delivered")
+    await expect(messages(mentor, "Busy but good!")).to_have_count(1)
+    seq_a = await messages(mentor, "Busy but good!").get_attribute("data-seq")
+    seq_b = await messages(mentee, "Busy but good!").get_attribute("data-seq")
+    assert seq_a == seq_b and seq_a is not None
+
+
+async def test_typing_indicator(room: tuple[Pair, Member, Member]) -> None:
+    _, mentor, mentee = room
+    await expect(mentee.tid("typing-indicator")).to_be_hidden()
+    await mentor.tid("chat-input").press_sequentially("I am typ", delay=30)
+    await expect(mentee.tid("typing-indicator")).to_be_visible()
+    await mentor.tid("chat-input").press("Enter")
+    await expect(mentee.tid("typing-indicator")).to_be_hidden()
+
+
+async def test_notes_typed_at_once_converge(room: tuple[Pair, Member, Member]) -> None:
+    _, mentor, mentee = room
+    a, b = mentor.tid("notes-editor"), mentee.tid("notes-editor")
+    await a.click()
+    await b.click()
+    await a.press_sequentially("Goals: ship the thesis. ", delay=15)
+    await expect(mentee.tid("notes-editor")).to_contain_text("Goals: ship the thesis.")
+    # both type at the same time
+    await asyncio.gather(
+        a.press_sequentially("Mentor writes here. ", delay=20),
+        b.press_sequentially("Mentee adds café ☕. ", delay=20),
+    )
+    for m in (mentor, mentee):
+        await expect(m.tid("notes-editor")).to_contain_text("Mentor writes here.")
+        await expect(m.tid("notes-editor")).to_contain_text("Mentee adds café ☕.")
+    # the last keystroke may still be on its way: wait (bounded) until both show the same text
+    for _ in range(50):
+        if await a.inner_text() == await b.inner_text():
+            break
+        await mentor.page.wait_for_timeout(100)
+    assert await a.inner_text() == await b.inner_text()
+
+
+async def frames_decoded(m: Member) -> int:
+    return int(
+        await m.page.evaluate(
+            """async () => {
+                const pcs = (window.__pcs || []).filter(pc => pc.connectionState !== 'closed');
+                if (!pcs.length) return 0;
+                let n = 0;
+                (await pcs[pcs.length - 1].getStats()).forEach(r => {
+                    if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0;
+                });
+                return n;
+            }"""
+        )
+    )
+
+
+async def wait_video(m: Member) -> None:
+    for _ in range(150):
+        if await frames_decoded(m) > 0:
+            return
+        await m.page.wait_for_timeout(200)
+    raise AssertionError("no video frames decoded")
+
+
+async def test_call_both_sides_decode_video(room: tuple[Pair, Member, Member]) -> None:
+    _, mentor, mentee = room
+    await mentor.say("Welcome back! Shall we go through your goals?")
+    await mentee.say("Yes, I brought the draft of chapter 3.")
+    await expect(messages(mentor, "I brought the draft")).to_have_count(1)
+    await mentor.tid("notes-editor").click()
+    await mentor.tid("notes-editor").press_sequentially(
+        "## Goals\n- Finish chapter 3 by Friday\n- Book a practice talk\n"
+    )
+    await expect(mentee.tid("notes-editor")).to_contain_text("Book a practice talk")
+    await mentor.tid("start-call").click()
+    await wait_video(mentor)
+    await wait_video(mentee)
+    await mentor.page.screenshot(path=str(SHOTS / "room.png"))
+    await mentor.tid("hang-up").click()
+
+
+async def test_reload_shows_history_once_and_call_returns(
+    room: tuple[Pair, Member, Member],
+) -> None:
+    _, mentor, mentee = room
+    for i in range(3):
+        await mentor.say(f"before reload {i}")
+        await expect(messages(mentor, f"before reload {i}")).to_have_attribute(
+            "data-status", "delivered"
+        )
+    await mentee.tid("start-call").click()
+    await wait_video(mentor)
+    await wait_video(mentee)
+    await mentee.page.reload()
+    await mentee.live()
+    for i in range(3):
+        await expect(messages(mentee, f"before reload {i}")).to_have_count(1)
+    await wait_video(mentee)
+    await wait_video(mentor)
+    await mentee.say("back after reload")
+    await expect(messages(mentor, "back after reload")).to_have_count(1)
+
+
+async def test_offline_chat_is_delivered_exactly_once(room: tuple[Pair, Member, Member]) -> None:
+    _, mentor, mentee = room
+    await mentee.context.set_offline(True)
+    await expect(mentee.tid("connection-state")).to_have_attribute("data-state", "reconnecting")
+    await mentee.say("sent while offline")
+    await expect(messages(mentee, "sent while offline")).to_have_attribute("data-status", "sending")
+    await mentee.context.set_offline(False)
+    await mentee.live()
+    await expect(messages(mentee, "sent while offline")).to_have_attribute(
+        "data-status", "delivered"
+    )
+    await expect(messages(mentor, "sent while offline")).to_have_count(1)
+    await expect(messages(mentee, "sent while offline")).to_have_count(1)
+
+
+async def test_end_session_and_review(
+    room: tuple[Pair, Member, Member], server: ServerProcess, browser: Browser
+) -> None:
+    pair, mentor, mentee = room
+    await mentor.say("Our plan: read chapter 3")
+    await expect(messages(mentee, "Our plan: read chapter 3")).to_have_count(1)
+    await mentee.tid("notes-editor").click()
+    await mentee.tid("notes-editor").press_sequentially("## Next steps\n- Read chapter 3\n")
+    await expect(mentor.tid("notes-editor")).to_contain_text("Read chapter 3")
+    await mentee.tid("end-session").click()
+    await mentee.tid("confirm-end").click()
+    for m in (mentor, mentee):
+        await expect(m.tid("connection-state")).to_have_attribute("data-state", "ended")
+
+    page = mentor.page
+    await page.goto(f"{server.http}/rooms/{pair.id}/sessions#token={pair.mentor_token}")
+    await expect(page.get_by_test_id("session-list")).to_be_visible()
+    item = page.get_by_test_id("session-item").first
+    await expect(item).to_be_visible()
+    await item.click()
+    await expect(page.get_by_test_id("transcript-event").filter(has_text="Our plan")).to_have_count(
+        1
+    )
+    await expect(page.get_by_test_id("transcript-notes")).to_contain_text("Read chapter 3")
+    await page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
+    async with page.expect_download() as info:
+        await page.get_by_test_id("download-markdown").click()
+    download = await info.value
+    text = Path(await download.path()).read_text()  # noqa: ASYNC240 (a small local file)
+    assert "Our plan: read chapter 3" in text
