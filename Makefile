@@ -10,13 +10,20 @@ NODE_STAMP := static/node_modules/.installed
 BUNDLE := static/dist/.built
 CLIENT_SRC := $(wildcard static/src/*.js)
 
-.PHONY: run test lint setup clean web
+.PHONY: run test lint setup clean web bench bench-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# `make bench`: the extras of the benchmark (peer baseline, uvloop, py-spy, pyinstrument).
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 $(NODE_STAMP): static/package-lock.json static/package.json
 	cd static && npm ci --no-audit --no-fund --loglevel=error
@@ -44,3 +51,11 @@ test: $(STAMP) $(BUNDLE) lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache static/node_modules static/dist
+
+# Every scenario of issue 5 at full size (minutes; run it on a quiet machine): a table on
+# stdout, JSON in bench/results/. `make bench-smoke`: a tiny version of each, in seconds.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""Servers to compare against, driven by the same load generator (``bench.loadgen``)."""

@@ -1,0 +1,47 @@
+"""The benchmark harness works: its smoke mode drives a real server and accounts for every chat.
+
+No speed thresholds: only that S1 (fixed rate) and S4 (saturating) run at a tiny size, report
+a non-empty table, and that every chat was acked and reached the other member exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT
+
+
+def test_bench_smoke_s1_s4(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.run", "--smoke", "--scenarios", "S1,S4"),
+            *("--seconds", "1.5", "--out", str(out)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    results = {r["scenario"]: r for r in report["results"]}
+    assert sorted(results) == ["S1", "S4"]
+    for name, r in results.items():
+        assert "error" not in r and "skipped" not in r, r
+        assert r["connected"] == r["connections"] == 10, r
+        assert r["sent"] > 0, r
+        assert r["lost"] == 0 and r["dup"] == 0 and r["unacked"] == 0, r
+        assert r["delivered"] == r["acked"] == r["sent"], r
+        assert r["echo_missing"] == 0, r
+        assert r["fanout_ms"]["n"] > 0 and r["ack_ms"]["n"] > 0, r
+        assert r["closed_early"] == 0 and r["servers_alive"], r
+        assert r["server_log_problems"] == 0, (name, r)
+    assert results["S4"]["mode"] == "saturate" and results["S1"]["mode"] == "rate"
+    table = report["table"].splitlines()
+    assert table[0].split()[0] == "scenario" and len(table) == 4, report["table"]
+    assert [line.split()[0] for line in table[2:]] == ["S1", "S4"]
+    assert report["table"] in proc.stdout
