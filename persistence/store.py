@@ -338,8 +338,12 @@ class Store:
             return len(rows) - 1
 
     # the batch writer ------------------------------------------------------------------------
-    async def write(self, ops: Sequence[WriteOp]) -> None:
-        """Store a batch of operations in one transaction."""
+    async def write(self, ops: Sequence[WriteOp]) -> list[StoredEvent]:
+        """Store a batch of operations in one transaction.
+
+        Returns the events that were *not* stored because their seq, or their sender and
+        client id, already were: the caller must not acknowledge those.
+        """
         events = [
             {
                 "session_id": o.session_id,
@@ -362,10 +366,19 @@ class Store:
             for o in ops
             if isinstance(o, StoredEvent) and o.ends_session is not None
         ]
+        rejected: list[StoredEvent] = []
         async with self.engine.begin() as conn:
             if events:
                 ins = pg_insert(EVENTS) if self.dialect == "postgresql" else sqlite_insert(EVENTS)
-                await conn.execute(ins.on_conflict_do_nothing(), events)
+                stmt = ins.on_conflict_do_nothing().returning(EVENTS.c.session_id, EVENTS.c.seq)
+                result = await conn.execute(stmt, events)
+                stored = {(sid, seq) for sid, seq in result.all()}
+                if len(stored) < len(events):
+                    rejected = [
+                        o
+                        for o in ops
+                        if isinstance(o, StoredEvent) and (o.session_id, o.seq) not in stored
+                    ]
             if notes:
                 await conn.execute(insert(NOTES), notes)
             for end in ends:
@@ -374,3 +387,4 @@ class Store:
                     .where(SESSIONS.c.id == end.session_id, SESSIONS.c.ended_at.is_(None))
                     .values(ended_at=end.ended_at, notes_text=end.notes_text)
                 )
+        return rejected

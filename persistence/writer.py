@@ -34,6 +34,10 @@ class WriterUnavailable(Exception):
     """The writer is stopped or its backlog is full; nothing was queued."""
 
 
+class WriteConflict(Exception):
+    """The store already holds an event with this seq, or this sender's client id."""
+
+
 class Writer:
     """Collects writes from every room and commits them in batches.
 
@@ -119,7 +123,7 @@ class Writer:
         delay = 0.05
         while True:
             try:
-                await self.store.write([op for op, _ in batch])
+                rejected = await self.store.write([op for op, _ in batch])
                 break
             except asyncio.CancelledError:
                 raise
@@ -136,8 +140,14 @@ class Writer:
         self.batches += 1
         self.written += len(batch)
         self.metrics.commit_batch(len(batch))
-        for _, fut in batch:
-            if not fut.done():
+        refused = {id(op) for op in rejected}
+        for op, fut in batch:
+            if fut.done():
+                continue
+            if id(op) in refused:
+                log.error("write refused: %r already stored (seq or client id reused)", op)
+                fut.set_exception(WriteConflict("already stored"))
+            else:
                 fut.set_result(None)
 
     async def _isolate(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
@@ -50,11 +50,20 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str, handler: Handler) -> None:
         """Stop calling ``handler``; the node drops the channel when its last handler goes."""
 
-    async def allocate_seq(self, session_id: str, key: str | None, floor: int) -> tuple[int, bool]:
+    async def allocate_seq(
+        self,
+        session_id: str,
+        key: str | None,
+        floor: int,
+        seed: Callable[[], Awaitable[int]] | None = None,
+    ) -> tuple[int, bool]:
         """Next seq of a session, never below ``floor + 1``.
 
         With a ``key`` (a chat's sender and id), a second call with the same key returns the
-        first call's seq and ``False`` instead of a new seq.
+        first call's seq and ``False`` instead of a new seq. ``seed`` returns the session's
+        last stored seq: a broker that has no counter for the session (a new session, or a
+        backend that lost its state) awaits it first and never allocates below it, since the
+        caller's ``floor`` may lag behind what other nodes stored.
         """
 
     async def forget(self, session_id: str) -> None:
@@ -119,8 +128,14 @@ class MemoryBroker:
             if not handlers:
                 table.pop(channel, None)
 
-    async def allocate_seq(self, session_id: str, key: str | None, floor: int) -> tuple[int, bool]:
-        b = self.backbone
+    async def allocate_seq(
+        self,
+        session_id: str,
+        key: str | None,
+        floor: int,
+        seed: Callable[[], Awaitable[int]] | None = None,
+    ) -> tuple[int, bool]:
+        b = self.backbone  # its counters live as long as the process: nothing to seed
         if key is not None and (session_id, key) in b.keys:
             return b.keys[(session_id, key)], False
         seq = max(b.seqs.get(session_id, 0), floor) + 1

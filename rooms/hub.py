@@ -14,8 +14,8 @@ from types import TracebackType
 from typing import Any
 
 from persistence.store import EndSession, Store, StoredEvent, StoredNotes
-from persistence.writer import Writer, WriterUnavailable
-from rooms.broker import Broker
+from persistence.writer import Writer, WriterUnavailable, transient
+from rooms.broker import Broker, BrokerUnavailable
 from rooms.codec import Format, Frame, decode, encode, unpack
 from rooms.connection import Connection, Fill, Outgoing, Transport
 from rooms.errors import Close, FatalError, ProtocolError, RateLimited, Unavailable
@@ -121,7 +121,13 @@ class Hub:
             raise FatalError(Close.UNAUTHORIZED, str(exc)[:120]) from None
         if room_claim != pair_id:
             raise FatalError(Close.FORBIDDEN, "the token is for another room")
-        live = await self._live(pair_id, user_id)
+        try:
+            live = await self._live(pair_id, user_id)
+        except Exception as exc:  # Redis or the database down: 1013, the client tries again
+            if not isinstance(exc, BrokerUnavailable) and not transient(exc):
+                raise
+            log.warning("join in %s failed: %r", pair_id, exc)
+            raise Unavailable("the room is unavailable; retry") from None
         room = live.room
         assert room is not None
         conn = Connection(
@@ -335,7 +341,16 @@ class Hub:
             if self.writer.full():
                 raise WriterUnavailable("the store is not keeping up")
             try:
-                seq, new = await self.broker.allocate_seq(room.session_id, action.key, room.head)
+                seed = lambda: self.store.head(room.session_id)  # noqa: E731
+                seq, new = await self.broker.allocate_seq(
+                    room.session_id, action.key, room.head, seed=seed
+                )
+                if not new and action.key not in room.chats and seq <= room.head:
+                    # the first attempt's seq went by without it being stored (the store
+                    # refused it): this retry is a new attempt
+                    seq, new = await self.broker.allocate_seq(
+                        room.session_id, None, room.head, seed=seed
+                    )
             except Exception:
                 self.metrics.broker_error()
                 raise

@@ -23,6 +23,10 @@ raises: messages go through one ordered queue drained by one publisher task that
 
 A claim records the node that made it; every node keeps a heartbeat key with an expiry, so a
 claim whose node stopped beating reads as free: the members of a dead node are seen as gone.
+A node remembers the claims it holds: when a heartbeat finds its previous one gone (Redis
+restarted empty, or lost the key), it puts back those of its claims that are missing, within
+one heartbeat period (``node_ttl / 3``), before other nodes' sweeps (two, ``node_ttl / 2``
+apart) could take its live members for the members of a dead node.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -52,14 +56,18 @@ DEFAULT_NODE_TTL = 10.0
 SEQ_TTL_MS = 24 * 3600 * 1000  # a session's counter and retry keys outlive any real session
 SEP = "/"  # between node id and connection id in a claim; node ids never contain it
 
-# KEYS: counter, retry-key hash. ARGV: floor, ttl ms, [retry key]
+# KEYS: counter, retry-key hash. ARGV: floor, ttl ms, strict, [retry key]
+# strict = '1': if there is no counter (a new session, or Redis lost it), allocate nothing and
+# return {-1, 0}, so that the caller can find the floor in the store first.
 ALLOCATE_SEQ = """
-local key = ARGV[3]
+local key = ARGV[4]
 if key then
   local seen = redis.call('HGET', KEYS[2], key)
   if seen then return {tonumber(seen), 0} end
 end
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local raw = redis.call('GET', KEYS[1])
+if not raw and ARGV[3] == '1' then return {-1, 0} end
+local current = tonumber(raw or '0')
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -127,6 +135,7 @@ class RedisBroker:
         self.dropped = 0  # messages not published because Redis was down or the queue full
         self.reconnects = 0  # pub/sub connections re-established after a loss
         self.pubsub_client_id: int | None = None  # CLIENT ID of the current pub/sub connection
+        self.reclaims = 0  # times this node put back claims that Redis had lost
 
         self._redis: Redis | None = None
         self._handlers: dict[bytes, list[Handler]] = {}
@@ -145,6 +154,7 @@ class RedisBroker:
         self._heart: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._alive = False  # whether the last heartbeat write succeeded
+        self._claimed: dict[tuple[str, str], str] = {}  # (room, user) -> conn, held by this node
         self._publish_down = False
 
     # keys -----------------------------------------------------------------------------------------
@@ -222,6 +232,7 @@ class RedisBroker:
         self._reader = self._publisher = self._heart = None
         self._side_tasks.clear()
         self._handlers.clear()
+        self._claimed.clear()
         async with self._sub_lock:
             await self._drop_sub()
         if self._redis is not None:
@@ -470,9 +481,14 @@ class RedisBroker:
     # liveness -------------------------------------------------------------------------------------
     async def _beat(self) -> None:
         try:
-            await self.redis.set(
-                self._node_key(self.node_id), str(time.time()), px=int(self.node_ttl * 1000)
+            previous = await self.redis.set(
+                self._node_key(self.node_id),
+                str(time.time()),
+                px=int(self.node_ttl * 1000),
+                get=True,
             )
+            if previous is None and self._claimed:  # Redis lost our heartbeat: claims too?
+                await self._reclaim()
         except (RedisError, OSError) as exc:
             if self._alive:
                 log.warning("redis broker: heartbeat failed: %s", exc)
@@ -481,6 +497,17 @@ class RedisBroker:
             if not self._alive:
                 log.info("redis broker: node %s is alive", self.node_id)
             self._alive = True
+
+    async def _reclaim(self) -> None:
+        """Put back this node's claims that are missing (never over another's claim)."""
+        held = list(self._claimed.items())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (room, user), conn in held:
+                pipe.hsetnx(self._claims_key(room), user, f"{self.node_id}{SEP}{conn}")
+            restored = sum(await pipe.execute())
+        if restored:
+            self.reclaims += 1
+            log.warning("redis broker: put back %d claim(s) that Redis had lost", restored)
 
     async def _beat_forever(self) -> None:
         while True:
@@ -506,14 +533,24 @@ class RedisBroker:
         return found
 
     # seq allocation -------------------------------------------------------------------------------
-    async def allocate_seq(self, session_id: str, key: str | None, floor: int) -> tuple[int, bool]:
-        args: list[Any] = [int(floor), SEQ_TTL_MS]
-        if key is not None:
-            args.append(key.encode())
-        seq, new = await self._call(
-            self._allocate(
-                keys=[self._seq_key(session_id), self._seqkeys_key(session_id)], args=args
+    async def allocate_seq(
+        self,
+        session_id: str,
+        key: str | None,
+        floor: int,
+        seed: Callable[[], Awaitable[int]] | None = None,
+    ) -> tuple[int, bool]:
+        keys = [self._seq_key(session_id), self._seqkeys_key(session_id)]
+        tail = [] if key is None else [key.encode()]
+        if seed is not None:  # no counter (new session, or a restarted Redis)? seed it first
+            seq, new = await self._call(
+                self._allocate(keys=keys, args=[int(floor), SEQ_TTL_MS, "1", *tail])
             )
+            if seq >= 0:
+                return int(seq), bool(new)
+            floor = max(floor, await seed())
+        seq, new = await self._call(
+            self._allocate(keys=keys, args=[int(floor), SEQ_TTL_MS, "0", *tail])
         )
         return int(seq), bool(new)
 
@@ -528,6 +565,7 @@ class RedisBroker:
         old = await self._call(
             self._claim(keys=[self._claims_key(room)], args=[user, f"{self.node_id}{SEP}{conn}"])
         )
+        self._claimed[(room, user)] = conn
         if old is None:
             return None
         node, previous = _split(old)
@@ -536,6 +574,8 @@ class RedisBroker:
         return previous
 
     async def release(self, room: str, user: str, conn: str) -> bool:
+        if self._claimed.get((room, user)) == conn:  # even if Redis is down: never put it back
+            del self._claimed[(room, user)]
         return bool(
             await self._call(self._release(keys=[self._claims_key(room)], args=[user, conn]))
         )

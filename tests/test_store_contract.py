@@ -202,16 +202,19 @@ async def test_write_batch_is_one_transaction(store: Store) -> None:
 
 async def test_duplicate_chat_does_not_fail_the_batch(store: Store) -> None:
     pair, sid = await new_session(store)
-    await store.write([ev(sid, 1, "chat", pair.mentor_id, "c1", text="first")])
-    await store.write(
+    assert await store.write([ev(sid, 1, "chat", pair.mentor_id, "c1", text="first")]) == []
+    retry = ev(sid, 2, "chat", pair.mentor_id, "c1", text="a retry, same client id")
+    same_seq = ev(sid, 1, "chat", pair.mentee_id, "z", text="same seq")
+    rejected = await store.write(
         [
-            ev(sid, 2, "chat", pair.mentor_id, "c1", text="a retry, same client id"),
-            ev(sid, 1, "chat", pair.mentee_id, "z", text="same seq"),
+            retry,
+            same_seq,
             ev(sid, 3, "chat", pair.mentee_id, "c1", text="same id, other sender"),
             presence(sid, 4, pair.mentee_id, "joined"),
             presence(sid, 5, pair.mentee_id, "left"),
         ]
     )
+    assert rejected == [retry, same_seq]  # reported, so that nobody acks them
     rows = await store.events(sid)
     assert [(r.seq, r.user_id, r.client_id) for r in rows] == [
         (1, pair.mentor_id, "c1"),
