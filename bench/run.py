@@ -199,6 +199,20 @@ def log_problems(servers: list[Server]) -> int:
     return count
 
 
+def log_excerpt(servers: list[Server], lines: int = 40) -> str:
+    """The first error of each server log with what follows it, to say what went wrong."""
+    parts = []
+    for s in servers:
+        if s.log.exists():
+            text = s.log.read_text(errors="replace").splitlines()
+            first = next(
+                (i for i, t in enumerate(text) if t.startswith("ERROR") or "Traceback" in t), None
+            )
+            if first is not None:
+                parts.append(f"{s.log.name}:\n" + "\n".join(text[first : first + lines]))
+    return "\n".join(parts)
+
+
 def run_scenario(
     sc: Scenario,
     runner: asyncio.Runner,
@@ -266,6 +280,8 @@ def run_scenario(
         result = runner.run(gen.run())
         result["servers_alive"] = all(s.alive() for s in servers)
         result["server_log_problems"] = log_problems(servers)
+        if result["server_log_problems"]:
+            result["server_log_excerpt"] = log_excerpt(servers)
         if profiler is not None:
             result.update(profiler.finish())
         return result

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from persistence import migrate
 from persistence.models import Event, NotesUpdate, Pair, Session, User
+
+log = logging.getLogger(__name__)
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 NOTES = NotesUpdate.__table__  # type: ignore[attr-defined]
@@ -132,6 +137,7 @@ class Store:
         self.dialect = self.url.split("+", 1)[0]
         self.prepare = prepare
         self._engine: AsyncEngine | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -154,11 +160,15 @@ class Store:
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
+                # no checkpoint inside a commit: _checkpoints() runs them beside the writer
+                cur.execute("PRAGMA wal_autocheckpoint=0")
                 cur.execute("PRAGMA busy_timeout=10000")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
         self._engine = engine
+        if self.dialect == "sqlite":
+            self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
         if self.prepare:
             try:
                 async with engine.begin() as conn:
@@ -172,9 +182,32 @@ class Store:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
+            with contextlib.suppress(Exception):
+                await self._checkpoint("TRUNCATE")
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    async def _checkpoints(self, every: float = 0.5) -> None:
+        """Copy the WAL into the database beside the writer (PASSIVE never blocks it), so no
+        commit ever pays for a checkpoint: an auto-checkpoint stalls every ack behind it."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._checkpoint("PASSIVE")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("WAL checkpoint failed: %r", exc)
+
+    async def _checkpoint(self, mode: str) -> None:
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
 
     async def migrate(self) -> str:
         """Apply the schema migrations up to the head; return what was done."""

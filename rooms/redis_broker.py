@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -108,6 +108,7 @@ class RedisBroker:
     # timeouts and backoff, in seconds
     command_timeout = 5.0
     connect_timeout = 2.0
+    max_connections = 64  # per node; callers beyond that wait (up to command_timeout)
     backoff_min = 0.05
     backoff_max = 2.0
 
@@ -193,8 +194,12 @@ class RedisBroker:
     async def __aenter__(self) -> RedisBroker:
         # No retries inside redis-py: a retried script or pipeline could run twice (a seq
         # consumed twice, a message published twice). Failures surface here and are handled.
-        self._redis = Redis.from_url(
+        # A bounded pool that makes callers wait for a free connection: a burst of joins or
+        # leaves must queue up, not fail with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
             self.url,
+            max_connections=self.max_connections,
+            timeout=self.command_timeout,
             decode_responses=False,
             protocol=2,  # pub/sub messages arrive as plain replies on our own connection
             socket_timeout=self.command_timeout,
@@ -202,6 +207,7 @@ class RedisBroker:
             retry=Retry(NoBackoff(), 0),
             client_name=f"menteo-{self.node_id}",
         )
+        self._redis = Redis.from_pool(pool)  # owns the pool: closing it closes them all
         self._allocate = self._redis.register_script(ALLOCATE_SEQ)
         self._claim = self._redis.register_script(CLAIM)
         self._release = self._redis.register_script(RELEASE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -15,11 +16,26 @@ from server.pairs import check_name, create_pair, pair_json
 from server.settings import Settings
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a server holding thousands of sockets.
+
+    With the default thresholds a full collection walks every live connection's objects and
+    stalls the event loop for 100-300 ms every few seconds at 2,000 connections (bench S2:
+    fan-out p99 211 ms); with these, p99 is about 5 ms. Objects alive at start are frozen out of
+    collection altogether.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     import contextlib
     from collections.abc import Iterator
 
     import uvicorn
+
+    tune_gc()
 
     class Server(uvicorn.Server):
         """After a graceful shutdown on SIGTERM/SIGINT, exit 0 (uvicorn re-raises the signal)."""
