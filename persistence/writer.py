@@ -60,6 +60,7 @@ class Writer:
         self.metrics: CommitObserver = metrics or _Unobserved()
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self._last_batch = 0
         self.max_backlog = max_backlog
         self._queue: asyncio.Queue[tuple[WriteOp, asyncio.Future[None]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -101,7 +102,9 @@ class Writer:
             if item is None:
                 break
             batch = [item]
-            if self.max_wait and self._queue.empty():
+            # wait for company only under load (the last batch was not alone): a lone
+            # message at a quiet time is committed at once
+            if self.max_wait and self._queue.empty() and self._last_batch > 1:
                 await asyncio.sleep(self.max_wait)
             while len(batch) < self.max_batch and not self._queue.empty():
                 nxt = self._queue.get_nowait()
@@ -138,6 +141,7 @@ class Writer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.batches += 1
+        self._last_batch = len(batch)
         self.written += len(batch)
         self.metrics.commit_batch(len(batch))
         refused = {id(op) for op in rejected}

@@ -108,6 +108,8 @@ def _validate(t: str, raw: Frame, ref: str | None) -> Frame:
         text = _field(raw, "text", str, ref)
         if not 1 <= len(cid) <= MAX_ID:
             raise Invalid(f"'id' must be 1-{MAX_ID} characters", ref)
+        if not cid.isprintable():
+            raise Invalid("'id' must not contain control characters", ref)
         if not 1 <= len(text) <= MAX_TEXT:
             raise Invalid(f"'text' must be 1-{MAX_TEXT} characters", cid)
         return {"t": t, "id": cid, "text": text}

@@ -87,6 +87,7 @@ class Connection:
         self.metrics = metrics or Metrics()
         self.transport = transport
         self.pair_id = pair_id
+        self.room: object = None  # the session's Room this connection joined
         self.user_id = user_id
         self.fmt = fmt
         self.delivered = 0
@@ -186,7 +187,12 @@ class Connection:
 
     async def _fill(self, upto: int) -> None:
         while self.delivered < upto:
-            rows = await self._loader(self.delivered, upto)
+            try:
+                rows = await self._loader(self.delivered, upto)
+            except Exception as exc:
+                log.warning("replay for %s failed: %r", self.id[:8], exc)
+                self.abort(Close.TRY_AGAIN, "the store is unavailable; reconnect and resume")
+                return
             if not rows:
                 log.warning("seq %d..%d missing in store", self.delivered + 1, upto)
                 return

@@ -25,6 +25,8 @@ from rooms.room import Append, AwaitAck, Member, Relay, Reply, Room, StoreNotes,
 
 log = logging.getLogger(__name__)
 
+GAP_DEADLINE = 5.0  # seconds a seq may stay missing before the room moves past it
+
 Verifier = Callable[[str], tuple[str, str]]  # token -> (user_id, room); raises on a bad token
 IceServers = Callable[[str], list[dict[str, Any]]]
 
@@ -148,6 +150,12 @@ class Hub:
             self.metrics.broker_error()
             log.warning("claim failed: %r", exc)
             raise Unavailable("the room is unavailable; retry") from None
+        if self.rooms.get(pair_id) is not live or room.ended or room.ending:
+            # the session ended while the claim was being taken: the client joins the next one
+            with contextlib.suppress(Exception):
+                await self.broker.release(pair_id, user_id, conn.id)
+            raise Unavailable("the session just ended; join again")
+        conn.room = room
         old = live.conns.get(user_id)
         if old is not None:
             old.abort(Close.REPLACED, "replaced by a newer connection")
@@ -166,11 +174,18 @@ class Hub:
         conn.send(room.welcome(user_id, self.ice_servers(user_id)))
         conn.push(Fill(room.head))
         conn.start()
-        if previous is None or user_id not in room.online:
-            try:
+        try:
+            if previous is None and user_id in room.present and old is None:
+                # shown present, but no node holds its connection: that node died
+                await self._append(live, room.leave(user_id))
+            if previous is None or user_id not in room.present:
                 await self._append(live, room.join(user_id))
-            except Unavailable:
-                conn.abort(Close.TRY_AGAIN, "the room is unavailable; retry")
+        except Unavailable:
+            # the join is not stored: neither is a leave for it
+            del live.conns[user_id]
+            with contextlib.suppress(Exception):
+                await self.broker.release(pair_id, user_id, conn.id)
+            conn.abort(Close.TRY_AGAIN, "the room is unavailable; retry")
         return conn
 
     async def _live(self, pair_id: str, user_id: str) -> LiveRoom:
@@ -199,19 +214,25 @@ class Hub:
             live = LiveRoom(pair_id, f"room:{pair_id}")
             live.handler = lambda data: self._on_message(live, data)
             self.rooms[pair_id] = live
-            await self.broker.subscribe(live.channel, live.handler)
-            updates = await self.store.notes_updates(session.id)
-            presence = await self.store.presence_seqs(session.id)
+            try:
+                await self.broker.subscribe(live.channel, live.handler)
+                # head first: what is stored after it arrives on the channel, subscribed above
+                head = await self.store.head(session.id)
+                updates = await self.store.notes_updates(session.id)
+                presence = await self.store.presence_seqs(session.id)
+                chats = await self.store.chat_ids(session.id)
+            except BaseException:
+                await self._drop(live)
+                raise
+            online = {u for u, (state, _) in presence.items() if state == "joined"}
             room = Room(
                 pair_id,
                 members,
                 session.id,
-                head=await self.store.head(session.id),
-                chats={
-                    chat_key(u, c): seq
-                    for (u, c), seq in (await self.store.chat_ids(session.id)).items()
-                },
-                online={u for u, (state, _) in presence.items() if state == "joined"},
+                head=head,
+                chats={chat_key(u, c): seq for (u, c), seq in chats.items()},
+                online=online,
+                present=set(online),
                 joined={u: seq for u, (state, seq) in presence.items() if state == "joined"},
                 notes=Notes(updates),
             )
@@ -240,6 +261,9 @@ class Hub:
     async def _drop(self, live: LiveRoom) -> None:
         if self.rooms.get(live.pair_id) is live:
             del self.rooms[live.pair_id]
+            lock = self._locks.get(live.pair_id)
+            if lock is not None and not lock.locked():
+                del self._locks[live.pair_id]
         if live.room is not None and live.room.ended:
             await self.broker.forget(live.room.session_id)
         if live.grace:
@@ -291,7 +315,9 @@ class Hub:
 
     def _relay(self, live: LiveRoom, sender: str, frame: Frame) -> None:
         packed = encode(frame)
-        self.broker.publish(live.channel, encode({"k": "r", "from": sender, "f": packed}))  # type: ignore[arg-type]
+        assert live.room is not None
+        envelope = {"k": "r", "s": live.room.session_id, "from": sender, "f": packed}
+        self.broker.publish(live.channel, encode(envelope))  # type: ignore[arg-type]
 
     def _store_notes(self, live: LiveRoom, sender: str, update: bytes) -> None:
         room = live.room
@@ -302,7 +328,14 @@ class Hub:
             raise Unavailable(str(exc)) from None
         packed = encode({"t": "notes", "from": sender, "u": update})
         envelope = encode(
-            {"k": "n", "from": sender, "node": self.broker.node_id, "u": update, "f": packed}
+            {
+                "k": "n",
+                "s": room.session_id,
+                "from": sender,
+                "node": self.broker.node_id,
+                "u": update,
+                "f": packed,
+            }
         )
 
         def stored(f: asyncio.Future[None]) -> None:
@@ -345,7 +378,12 @@ class Hub:
                 seq, new = await self.broker.allocate_seq(
                     room.session_id, action.key, room.head, seed=seed
                 )
-                if not new and action.key not in room.chats and seq <= room.head:
+                if (
+                    not new
+                    and action.kind == "chat"
+                    and action.key not in room.chats
+                    and seq <= room.head
+                ):
                     # the first attempt's seq went by without it being stored (the store
                     # refused it): this retry is a new attempt
                     seq, new = await self.broker.allocate_seq(
@@ -374,18 +412,22 @@ class Hub:
         op = StoredEvent(
             room.session_id, seq, action.kind, user, action.body.get("id"), ts, packed, ends
         )
-        fut = self.writer.submit(op)
-        envelope: bytes = encode({"k": "e", "seq": seq, "f": packed})  # type: ignore[assignment]
+        try:
+            fut = self.writer.submit(op)
+        except WriterUnavailable:
+            self._skip(live, room, seq)  # the seq is spent: the others must not wait for it
+            self._failed(live, room, action.key, "the store is not keeping up")
+            raise Unavailable("the store is not keeping up; retry", ref) from None
+        envelope: bytes = encode({"k": "e", "s": room.session_id, "seq": seq, "f": packed})  # type: ignore[assignment]
 
         def stored(f: asyncio.Future[None]) -> None:
             if f.cancelled():
                 return
             if f.exception():
-                if action.key:
-                    room.pending.discard(action.key)
                 if conn is not None and ref is not None:
                     conn.send(Unavailable("the store rejected this frame", ref).frame())
-                self.broker.publish(live.channel, encode({"k": "skip", "seq": seq}))  # type: ignore[arg-type]
+                self._skip(live, room, seq)
+                self._failed(live, room, action.key, "the store rejected this frame")
                 return
             if conn is not None and action.kind == "chat":
                 conn.send({"t": "ack", "id": action.body["id"], "seq": seq})
@@ -395,6 +437,18 @@ class Hub:
         fut.add_done_callback(stored)
         return fut
 
+    def _skip(self, live: LiveRoom, room: Room, seq: int) -> None:
+        """Tell every node that ``seq`` will never be stored (a tombstone)."""
+        self.broker.publish(live.channel, encode({"k": "skip", "s": room.session_id, "seq": seq}))  # type: ignore[arg-type]
+
+    def _failed(self, live: LiveRoom, room: Room, key: str | None, why: str) -> None:
+        """A chat's write failed: retries waiting on it get the error too (and may retry)."""
+        if key is None:
+            return
+        room.pending.discard(key)
+        for waiter, cid in live.waiters.pop(key, []):
+            waiter.send(Unavailable(why, cid).frame())
+
     # messages from the room channel --------------------------------------------------------
     def _on_message(self, live: LiveRoom, data: bytes) -> None:
         room = live.room
@@ -403,6 +457,8 @@ class Hub:
             return
         msg = unpack(data)
         kind = msg.get("k")
+        if "s" in msg and msg["s"] != room.session_id:
+            return  # a late message of an earlier session of this room
         if kind == "e":
             self._deliver(live, room, msg["seq"], msg["f"])
         elif kind == "skip":
@@ -439,6 +495,8 @@ class Hub:
             elif t == "ended":
                 for conn in list(live.conns.values()):
                     conn.close_after_queue(Close.NORMAL, "session ended")
+                if not live.conns:
+                    self._spawn(self._drop(live))
             elif t == "presence" and not room.online and not room.ended:
                 self._start_grace(live, room)
         if room.gap() and not live.repairing:
@@ -448,11 +506,26 @@ class Hub:
         """Fetch events that the channel skipped (they are in the store, the source of truth)."""
         live.repairing = True
         try:
-            await asyncio.sleep(0.2)  # let in-flight publishes arrive first
-            gap = room.gap()
-            if gap:
+            waited = 0.0
+            while (gap := room.gap()) and live.room is room:
+                await asyncio.sleep(0.2)  # let in-flight publishes arrive first
+                waited += 0.2
+                gap = room.gap()
+                if not gap:
+                    break
                 for row in await self.store.events(room.session_id, gap[0], gap[1]):
                     self._deliver(live, room, row.seq, row.body)
+                if room.gap() == gap and waited >= GAP_DEADLINE:
+                    # allocated, then never stored (its node died before the commit): a hole
+                    # that would hold back the whole room; skip it
+                    log.error(
+                        "seqs %d..%d of %s never stored; skipped",
+                        gap[0] + 1,
+                        gap[1],
+                        room.session_id,
+                    )
+                    for seq in range(gap[0] + 1, gap[1] + 1):
+                        self._deliver(live, room, seq, None)
         except Exception:
             log.exception("gap repair failed in %s", live.pair_id)
         finally:
@@ -471,7 +544,10 @@ class Hub:
         if room.online or room.ended or live.room is not room:
             return
         room.ended = True
-        await self.writer.write(EndSession(room.session_id, self.clock(), room.notes.plain()))
+        try:
+            await self.writer.write(EndSession(room.session_id, self.clock(), room.notes.plain()))
+        except Exception:
+            log.exception("ending idle session %s failed", room.session_id)
         if not live.conns:
             await self._drop(live)
 
@@ -509,20 +585,27 @@ class Hub:
             room = live.room
             if room is None or room.ended:
                 continue
-            missing = set()
-            for uid in room.online - set(live.conns):
-                if await self.broker.holder(live.pair_id, uid) is None:
-                    missing.add(uid)
-            for uid in missing & live.suspects:
-                await self._append(live, room.leave(uid))
-            live.suspects = missing - live.suspects
+            try:
+                missing = set()
+                for uid in room.online - set(live.conns):
+                    if await self.broker.holder(live.pair_id, uid) is None:
+                        missing.add(uid)
+                for uid in missing & live.suspects:
+                    if uid in room.present and uid not in live.conns:  # still, after the awaits
+                        await self._append(live, room.leave(uid))
+                live.suspects = missing - live.suspects
+            except Exception as exc:
+                log.warning("sweep of %s failed: %r", live.pair_id, exc)
 
     # leaving ----------------------------------------------------------------------------------
     async def leave(self, conn: Connection) -> None:
         """The socket is gone. A leave (not a replacement, not the end) is a durable event."""
         await conn.stop()
         live = self.rooms.get(conn.pair_id)
-        if live is None or live.room is None:
+        if live is None or live.room is None or live.room is not conn.room:
+            # its session is over (or this node dropped the room): nothing to record
+            with contextlib.suppress(Exception):
+                await self.broker.release(conn.pair_id, conn.user_id, conn.id)
             return
         if live.conns.get(conn.user_id) is conn:
             del live.conns[conn.user_id]

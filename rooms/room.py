@@ -81,6 +81,8 @@ class Room:
     online: set[str] = field(default_factory=set)
     notes: Notes = field(default_factory=Notes)
     ended: bool = False
+    ending: bool = False  # an end was decided here and is being stored
+    present: set[str] = field(default_factory=set)  # presence as decided, ahead of `online`
     pending: set[str] = field(default_factory=set)
     joined: dict[str, int] = field(default_factory=dict)  # seq of each online member's join
     _early: dict[int, tuple[Frame | None, Any]] = field(default_factory=dict)
@@ -91,8 +93,8 @@ class Room:
     # decisions on a member's frame -------------------------------------------------------
     def receive(self, user_id: str, frame: Frame) -> list[Action]:
         t = frame["t"]
-        if self.ended:
-            return []
+        if self.ended or self.ending:
+            return []  # nothing is decided after the session's end, even before it is stored
         if t == "ping":
             return [Reply({"t": "pong", "head": self.head})]
         if t == "chat":
@@ -117,16 +119,19 @@ class Room:
                 raise PeerAbsent("the other member is not in the room")
             return [Relay({"t": "signal", "from": user_id, "data": frame["data"]})]
         if t == "end":
+            self.ending = True
             return [Append("ended", {"by": user_id})]
         raise Invalid(f"{t!r} is not allowed after hello")
 
     def join(self, user_id: str) -> Append:
+        self.present.add(user_id)
         return Append("presence", {"user": self.members[user_id].as_dict(), "state": "joined"})
 
     def leave(self, user_id: str) -> Append:
         """The member's leave; keyed by the join it ends, so nodes that notice it at once
         (a clean close here, a dead node's sweep there) store it only once."""
         key = f"left\x00{user_id}\x00{self.joined.get(user_id, 0)}"
+        self.present.discard(user_id)
         return Append("presence", {"user": self.members[user_id].as_dict(), "state": "left"}, key)
 
     def welcome(self, user_id: str, ice_servers: list[dict[str, Any]]) -> Frame:
@@ -175,9 +180,11 @@ class Room:
             uid = event["user"]["id"]
             if event["state"] == "joined":
                 self.online.add(uid)
+                self.present.add(uid)
                 self.joined[uid] = event["seq"]
             else:
                 self.online.discard(uid)
+                self.present.discard(uid)
         elif t == "ended":
             self.ended = True
             self.online.clear()

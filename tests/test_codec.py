@@ -312,3 +312,11 @@ def test_json_bytes_round_trip_through_decode() -> None:
 def test_encode_refuses_unencodable_values() -> None:
     with pytest.raises(TypeError):
         encode({"t": "x", "v": object()}, "json")
+
+
+@pytest.mark.parametrize("cid", ["a\x00b", "tab\there", "new\nline"])
+def test_chat_id_with_control_characters_is_invalid(cid: str) -> None:
+    # such an id cannot be stored by every database (PostgreSQL refuses NUL in text)
+    with pytest.raises(Invalid) as info:
+        decode(msgpack.packb({"t": "chat", "id": cid, "text": "hi"}))
+    assert info.value.ref == cid

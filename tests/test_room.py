@@ -310,3 +310,23 @@ def test_bucket_forgives_after_an_accepted_frame() -> None:
 def test_bucket_off(rate: float) -> None:
     bucket = TokenBucket(rate, now=0.0)
     assert all(bucket.take(0.0) == "ok" for _ in range(10_000))
+
+
+def test_nothing_is_decided_after_an_end_is_decided() -> None:
+    room = make_room()
+    room.commit(1, presence_event(1, MENTOR, "joined"))
+    first = room.receive(MENTOR.id, {"t": "end"})
+    assert [type(a).__name__ for a in first] == ["Append"]
+    # before the ended event is stored: a late chat or a second end changes nothing
+    assert room.receive(MENTEE.id, {"t": "chat", "id": "late", "text": "too late"}) == []
+    assert room.receive(MENTEE.id, {"t": "end"}) == []
+
+
+def test_presence_is_decided_ahead_of_storage() -> None:
+    room = make_room()
+    room.join(MENTEE.id)
+    assert MENTEE.id in room.present and MENTEE.id not in room.online
+    room.leave(MENTEE.id)
+    assert MENTEE.id not in room.present
+    room.commit(1, presence_event(1, MENTOR, "joined"))  # committed elsewhere, seen here
+    assert MENTOR.id in room.present

@@ -127,3 +127,24 @@ async def test_resume_replays_only_the_missing_events(server: ServerProcess) -> 
     assert [e["seq"] for e in events] == list(range(1, fresh.welcome["head"] + 1))
     await fresh.close()
     await b.close()
+
+
+async def test_nothing_is_stored_after_ended(server: ServerProcess) -> None:
+    pair = server.pair()
+    a = await Client.open(server, pair.id, pair.mentor_token)
+    b = await Client.open(server, pair.id, pair.mentee_token)
+    await a.expect("presence", seq=2)
+    # the end and a chat and a second end back to back, before the end can be stored
+    await a.send({"t": "end"})
+    await a.send({"t": "chat", "id": "late", "text": "after the end"})
+    await a.send({"t": "end"})
+    ended = await b.expect("ended")
+    assert await b.closed() == 1000
+    assert await a.closed() == 1000
+    _, doc, _ = server.request(
+        "GET", f"/api/sessions/{a.welcome['session_id']}/transcript", token=pair.mentor_token
+    )
+    kinds = [e["t"] for e in doc["events"]]
+    assert kinds.count("ended") == 1 and kinds[-1] == "ended"
+    assert doc["events"][-1]["seq"] == ended["seq"]
+    assert "late" not in [e.get("id") for e in doc["events"]]
