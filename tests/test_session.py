@@ -70,6 +70,7 @@ async def test_retry_with_same_id_is_idempotent(server: ServerProcess) -> None:
     await a.send({"t": "chat", "id": "once", "text": "only once"})
     ack = await a.expect("ack", id="once")
     await a.close()
+    await b.expect("presence", state="left")  # the old connection is gone: a2 is a new join
     a2 = await Client.open(
         server,
         pair.id,
@@ -79,6 +80,9 @@ async def test_retry_with_same_id_is_idempotent(server: ServerProcess) -> None:
     await a2.send({"t": "chat", "id": "once", "text": "only once"})
     again = await a2.expect("ack", id="once")
     assert again["seq"] == ack["seq"]
+    # barrier: both have seen the mentor's new join, the last event; then both heads agree
+    await a2.expect("presence", state="joined")
+    await b.expect("presence", state="joined")
     await a2.send({"t": "ping"})
     pong = await a2.expect("pong")
     await b.send({"t": "ping"})
