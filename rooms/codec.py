@@ -18,7 +18,7 @@ Format = Literal["msgpack", "json"]
 
 SUBPROTOCOLS: dict[str, Format] = {"menteo.v1.msgpack": "msgpack", "menteo.v1.json": "json"}
 CLIENT_TYPES = frozenset({"hello", "chat", "typing", "notes", "awareness", "signal", "ping", "end"})
-BYTES_FIELDS = ("u", "notes")
+BYTES_FIELDS = ("u",)  # client frames' binary fields, base64 strings in JSON
 MAX_ID = 64
 MAX_TEXT = 4000
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from persistence.store import EndSession, Store, StoredEvent, StoredNotes
+from persistence.store import EndSession, Store, StoredEvent, StoredNotes, notes_text
 from persistence.writer import Writer, WriterUnavailable, transient
 from rooms.broker import Broker, BrokerUnavailable
 from rooms.codec import Format, Frame, decode, encode, unpack
@@ -208,7 +208,11 @@ class Hub:
             session = await self.store.start_session(pair_id, self.clock())
             if await self._stale(pair_id, session.id, session.started_at, members):
                 await self.writer.write(
-                    EndSession(session.id, self.clock(), await self._notes_text(session.id))
+                    EndSession(
+                        session.id,
+                        self.clock(),
+                        notes_text(await self.store.notes_updates(session.id)),
+                    )
                 )
                 session = await self.store.start_session(pair_id, self.clock())
             live = LiveRoom(pair_id, f"room:{pair_id}")
@@ -254,9 +258,6 @@ class Hub:
                 return False
         last = await self.store.last_activity(session_id) or started
         return self.clock() - last > self.config.session_grace
-
-    async def _notes_text(self, session_id: str) -> str:
-        return Notes(await self.store.notes_updates(session_id)).plain()
 
     async def _drop(self, live: LiveRoom) -> None:
         if self.rooms.get(live.pair_id) is live:

@@ -17,7 +17,6 @@ class Notes:
         self.text = self.doc.get("notes", type=pycrdt.Text)
         for u in updates:
             self.doc.apply_update(u)
-        self.applied = 0
 
     def apply(self, update: bytes) -> None:
         """Merge one Yjs update; raise :class:`NotesRejected` if it is not one."""
@@ -25,7 +24,6 @@ class Notes:
             self.doc.apply_update(update)
         except Exception as exc:
             raise NotesRejected(f"not a valid Yjs update: {exc}") from None
-        self.applied += 1
 
     def state(self) -> bytes:
         """The whole document as one Yjs update."""

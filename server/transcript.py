@@ -7,8 +7,7 @@ from typing import Any
 
 import msgpack
 
-from persistence.store import PairRecord, SessionRecord, Store
-from rooms.notes import Notes
+from persistence.store import PairRecord, SessionRecord, Store, notes_text
 
 
 def _when(ts: float | None) -> str:
@@ -29,7 +28,7 @@ async def transcript(store: Store, session: SessionRecord) -> dict[str, Any]:
     if session.ended_at is not None and session.notes_text is not None:
         notes = session.notes_text
     else:
-        notes = Notes(await store.notes_updates(session.id)).plain()
+        notes = notes_text(await store.notes_updates(session.id))
     return {
         "session": {
             "id": session.id,
