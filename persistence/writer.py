@@ -60,6 +60,7 @@ class Writer:
         self.metrics: CommitObserver = metrics or _Unobserved()
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.drain_timeout = 30.0
         self._last_batch = 0
         self.max_backlog = max_backlog
         self._queue: asyncio.Queue[tuple[WriteOp, asyncio.Future[None]] | None] = asyncio.Queue()
@@ -77,7 +78,11 @@ class Writer:
         task, self._task = self._task, None
         if task is not None:
             self._queue.put_nowait(None)
-            await task
+            try:
+                # drain what is queued; a store that stays down must not hold shutdown forever
+                await asyncio.wait_for(task, self.drain_timeout)
+            except TimeoutError:
+                log.error("store unreachable at shutdown: unstored writes were never acked")
 
     def full(self) -> bool:
         return self._task is None or self._queue.qsize() >= self.max_backlog
