@@ -464,15 +464,10 @@ class Hub:
             self._deliver(live, room, msg["seq"], msg["f"])
         elif kind == "skip":
             self._deliver(live, room, msg["seq"], None)
-        elif kind == "r":
-            out = Outgoing(None, None, msg["f"])
-            for uid, conn in live.conns.items():
-                if uid != msg["from"]:
-                    conn.push(out)
-        elif kind == "n":
-            if msg["node"] != self.broker.node_id:
+        elif kind in ("r", "n"):  # a relay, or a stored notes update: to the other member
+            if kind == "n" and msg["node"] != self.broker.node_id:
                 with contextlib.suppress(ProtocolError):
-                    room.notes.apply(msg["u"])
+                    room.notes.apply(msg["u"])  # this node's own update is already merged
             out = Outgoing(None, None, msg["f"])
             for uid, conn in live.conns.items():
                 if uid != msg["from"]:
