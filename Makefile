@@ -47,6 +47,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) $(BUNDLE) lint
+	cd static && npm test --silent
 	$(BIN)/pytest
 
 clean:

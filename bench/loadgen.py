@@ -517,7 +517,7 @@ class LoadGen:
         if self.on_measure_start is not None:
             self.on_measure_start()
         w_start = await self._window()
-        await asyncio.sleep(max(0.0, stop - loop.time()))
+        timeline = await self._rss_timeline(stop, loop)
         w_end = await self._window()
         self.measuring = False
         measured = (w_end[0][0].wall - w_start[0][0].wall) if self.pids else load.seconds
@@ -551,8 +551,28 @@ class LoadGen:
             "fanout_ms": percentiles(self.fanout, 1000),
             "ack_ms": percentiles(self.acklat, 1000),
             "send_lag_ms": percentiles(self.lag, 1000),
+            "rss_timeline_mib": timeline,
         }
+        if len(timeline) >= 2:  # memory after warm-up: flat means the rooms hold bounded state
+            first, last = timeline[0][1], timeline[-1][1]
+            result["rss_growth_pct"] = round(100 * (last - first) / max(first, 1e-9), 1)
         return result
+
+    async def _rss_timeline(
+        self, stop: float, loop: asyncio.AbstractEventLoop
+    ) -> list[tuple[float, float]]:
+        """Server RSS (MiB, all nodes) about 30 times over the window, until ``stop``."""
+        every = max(1.0, self.load.seconds / 30)
+        t0 = loop.time()
+        points: list[tuple[float, float]] = []
+        while True:
+            if self.pids:
+                rss = sum(sample(p).rss for p in self.pids) / 2**20
+                points.append((round(loop.time() - t0, 1), round(rss, 1)))
+            left = stop - loop.time()
+            if left <= 0:
+                return points
+            await asyncio.sleep(min(every, left))
 
 
 def loop_factory(uvloop: bool = True) -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:

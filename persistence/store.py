@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -100,7 +101,8 @@ class StoredEvent:
     client_id: str | None
     ts: float
     body: bytes
-    ends_session: str | None = None  # final notes text when this event ends the session
+    # this event ends its session; the store computes the final notes text from stored rows
+    ends_session: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,15 +113,25 @@ class StoredNotes:
 
 @dataclass(frozen=True)
 class EndSession:
+    """End a session that has no ending event; the store computes its final notes text."""
+
     session_id: str
     ended_at: float
-    notes_text: str
 
 
 WriteOp = StoredEvent | StoredNotes | EndSession
 
+VOID = "void"
+
+
+def void_event(session_id: str, seq: int, ts: float) -> StoredEvent:
+    """The event that fills a seq that was allocated but could not be stored."""
+    body: bytes = msgpack.packb({"t": VOID, "seq": seq, "ts": ts}, use_bin_type=True)
+    return StoredEvent(session_id, seq, VOID, "", None, ts, body)
+
 
 def notes_text(updates: Sequence[bytes]) -> str:
+    """The plain text of the ``notes`` Y.Text after applying ``updates`` in order."""
     doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
     text = doc.get("notes", type=pycrdt.Text)
     for u in updates:
@@ -326,13 +338,17 @@ class Store:
             rows = (await conn.execute(q)).all()
         return [StoredEvent(*row) for row in rows]
 
-    async def chat_ids(self, session_id: str) -> dict[tuple[str, str], int]:
-        q = select(EVENTS.c.user_id, EVENTS.c.client_id, EVENTS.c.seq).where(
-            EVENTS.c.session_id == session_id, EVENTS.c.kind == "chat"
+    async def chat_seq(self, session_id: str, user_id: str, client_id: str) -> int | None:
+        """The seq of the stored event with this sender and client id, or None."""
+        # (session_id, user_id, client_id) is unique across kinds, so at most one row matches
+        q = select(EVENTS.c.seq).where(
+            EVENTS.c.session_id == session_id,
+            EVENTS.c.user_id == user_id,
+            EVENTS.c.client_id == client_id,
         )
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(q)).all()
-        return {(u, c): s for u, c, s in rows}
+            seq = (await conn.execute(q)).scalar()
+        return int(seq) if seq is not None else None
 
     async def presence(self, session_id: str) -> dict[str, str]:
         """Each member's last presence state in the session ("joined" or "left")."""
@@ -351,9 +367,13 @@ class Store:
 
     # notes -----------------------------------------------------------------------------------
     async def notes_updates(self, session_id: str) -> list[bytes]:
-        q = select(NOTES.c.data).where(NOTES.c.session_id == session_id).order_by(NOTES.c.id)
+        """A session's stored notes updates in the order stored: what a node rebuilds from."""
         async with self.engine.connect() as conn:
-            return [bytes(r[0]) for r in (await conn.execute(q)).all()]
+            return await self._notes_updates(conn, session_id)
+
+    async def _notes_updates(self, conn: AsyncConnection, session_id: str) -> list[bytes]:
+        q = select(NOTES.c.data).where(NOTES.c.session_id == session_id).order_by(NOTES.c.id)
+        return [bytes(r[0]) for r in (await conn.execute(q)).all()]
 
     async def compact_notes(self, session_id: str) -> int:
         """Fold a session's stored updates into one snapshot row; return rows removed."""
@@ -375,49 +395,70 @@ class Store:
         """Store a batch of operations in one transaction.
 
         Returns the events that were *not* stored because their seq, or their sender and
-        client id, already were: the caller must not acknowledge those.
+        client id, already were: the caller must not acknowledge those. A rejected ``void``
+        only means its seq is already filled. A session ends (once: a later end changes
+        nothing) on an ``EndSession`` or on a *stored* event with ``ends_session``; its final
+        notes text is computed here from the session's stored notes rows, this batch's
+        included, so it never depends on a node's possibly stale copy.
         """
-        events = [
-            {
-                "session_id": o.session_id,
-                "seq": o.seq,
-                "kind": o.kind,
-                "user_id": o.user_id,
-                "client_id": o.client_id,
-                "ts": o.ts,
-                "body": o.body,
-            }
-            for o in ops
-            if isinstance(o, StoredEvent)
-        ]
+        events = [o for o in ops if isinstance(o, StoredEvent)]
         notes = [
             {"session_id": o.session_id, "data": o.data} for o in ops if isinstance(o, StoredNotes)
-        ]
-        ends = [o for o in ops if isinstance(o, EndSession)]
-        ends += [
-            EndSession(o.session_id, o.ts, o.ends_session)
-            for o in ops
-            if isinstance(o, StoredEvent) and o.ends_session is not None
         ]
         rejected: list[StoredEvent] = []
         async with self.engine.begin() as conn:
             if events:
                 ins = pg_insert(EVENTS) if self.dialect == "postgresql" else sqlite_insert(EVENTS)
-                stmt = ins.on_conflict_do_nothing().returning(EVENTS.c.session_id, EVENTS.c.seq)
-                result = await conn.execute(stmt, events)
-                stored = {(sid, seq) for sid, seq in result.all()}
-                if len(stored) < len(events):
-                    rejected = [
-                        o
-                        for o in ops
-                        if isinstance(o, StoredEvent) and (o.session_id, o.seq) not in stored
-                    ]
+                stmt = ins.on_conflict_do_nothing().returning(
+                    EVENTS.c.session_id,
+                    EVENTS.c.seq,
+                    EVENTS.c.kind,
+                    EVENTS.c.user_id,
+                    EVENTS.c.client_id,
+                )
+                rows = [
+                    {
+                        "session_id": o.session_id,
+                        "seq": o.seq,
+                        "kind": o.kind,
+                        "user_id": o.user_id,
+                        "client_id": o.client_id,
+                        "ts": o.ts,
+                        "body": o.body,
+                    }
+                    for o in events
+                ]
+                result = await conn.execute(stmt, rows)
+                # more than the seq tells apart two events for one seq in this batch (a void
+                # and a late original): each returned row accounts for one event only
+                stored = Counter(tuple(r) for r in result.all())
+                for o in events:
+                    key = (o.session_id, o.seq, o.kind, o.user_id, o.client_id)
+                    if stored[key] > 0:
+                        stored[key] -= 1
+                    else:
+                        rejected.append(o)
             if notes:
                 await conn.execute(insert(NOTES), notes)
-            for end in ends:
-                await conn.execute(
-                    update(SESSIONS)
-                    .where(SESSIONS.c.id == end.session_id, SESSIONS.c.ended_at.is_(None))
-                    .values(ended_at=end.ended_at, notes_text=end.notes_text)
-                )
+            refused = {id(o) for o in rejected}
+            ends: dict[str, float] = {}
+            for op in ops:
+                if isinstance(op, EndSession):
+                    ends.setdefault(op.session_id, op.ended_at)
+                elif isinstance(op, StoredEvent) and op.ends_session and id(op) not in refused:
+                    ends.setdefault(op.session_id, op.ts)
+            for session_id, ended_at in ends.items():
+                await self._end(conn, session_id, ended_at)
         return rejected
+
+    async def _end(self, conn: AsyncConnection, session_id: str, ended_at: float) -> None:
+        ended = await conn.execute(
+            update(SESSIONS)
+            .where(SESSIONS.c.id == session_id, SESSIONS.c.ended_at.is_(None))
+            .values(ended_at=ended_at)
+        )
+        if ended.rowcount:  # the row is now locked: no other node can end it meanwhile
+            text = notes_text(await self._notes_updates(conn, session_id))
+            await conn.execute(
+                update(SESSIONS).where(SESSIONS.c.id == session_id).values(notes_text=text)
+            )

@@ -87,11 +87,15 @@ class Writer:
     def full(self) -> bool:
         return self._task is None or self._queue.qsize() >= self.max_backlog
 
-    def submit(self, op: WriteOp) -> asyncio.Future[None]:
-        """Queue one write; the future resolves when it is committed."""
+    def submit(self, op: WriteOp, force: bool = False) -> asyncio.Future[None]:
+        """Queue one write; the future resolves when it is committed.
+
+        ``force`` queues past ``max_backlog`` (never past a stop): for a ``void`` that
+        replaces a write that failed, one for one, so it cannot be refused for the same reason.
+        """
         if self._task is None:
             raise WriterUnavailable("the store writer is stopped")
-        if self._queue.qsize() >= self.max_backlog:
+        if not force and self._queue.qsize() >= self.max_backlog:
             raise WriterUnavailable("the store is not keeping up")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((op, fut))

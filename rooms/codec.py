@@ -11,7 +11,7 @@ from typing import Any, Literal
 import msgpack
 
 from rooms.errors import BadFrame, Invalid, ProtocolError
-from signaling.validate import check_signal
+from signaling.validate import SignalInvalid, check_signal
 
 Frame = dict[str, Any]
 Format = Literal["msgpack", "json"]
@@ -124,7 +124,10 @@ def _validate(t: str, raw: Frame, ref: str | None) -> Frame:
         data = _field(raw, "data", dict, ref)
         if not _str_keys(data):
             raise Invalid("'data' must hold string-keyed maps of JSON-safe values", ref)
-        return {"t": t, "data": check_signal(data, ref)}
+        try:
+            return {"t": t, "data": check_signal(data)}
+        except SignalInvalid as exc:
+            raise Invalid(str(exc), ref) from None
     return {"t": t}  # ping, end
 
 

@@ -13,7 +13,6 @@ from typing import Protocol
 from rooms.codec import Format, Frame, encode, unpack
 from rooms.errors import Close
 from rooms.metrics import Metrics
-from rooms.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,9 @@ class Outgoing:
         return self._json
 
     def size(self) -> int:
-        return len(self._msgpack) if self._msgpack is not None else 256
+        if self._msgpack is not None:
+            return len(self._msgpack)
+        return len(self._json) if self._json is not None else 256
 
 
 class Fill:
@@ -77,8 +78,6 @@ class Connection:
         user_id: str,
         fmt: Format,
         loader: Loader,
-        rate: float,
-        now: float,
         max_items: int,
         max_bytes: int,
         metrics: Metrics | None = None,
@@ -87,11 +86,10 @@ class Connection:
         self.metrics = metrics or Metrics()
         self.transport = transport
         self.pair_id = pair_id
-        self.room: object = None  # the session's Room this connection joined
+        self.session_id: str | None = None  # the session this connection joined
         self.user_id = user_id
         self.fmt = fmt
         self.delivered = 0
-        self.limiter = TokenBucket(rate, now)
         self.closed: tuple[int, str] | None = None
         self._loader = loader
         self._queue: deque[Outgoing | Fill] = deque()
@@ -120,7 +118,9 @@ class Connection:
         self._wake.set()
 
     def send(self, frame: Frame) -> None:
-        self.push(Outgoing(frame))
+        out = Outgoing(frame)
+        out.encoded(self.fmt)  # counted at its real size in the queue (a welcome may be large)
+        self.push(out)
 
     def close_after_queue(self, code: int, reason: str) -> bool:
         """Close once everything already queued has been written; ``False`` if already closing."""

@@ -1,17 +1,34 @@
-"""The room state machine: frames and committed events in, decisions out.
+"""The room machine: every rule of one live session of a pair's room, as this node sees it.
 
-It never awaits, touches a socket or reads the clock (``now`` is passed in). The hub
-(:mod:`rooms.hub`) carries out what it returns: stores durable events, relays, replies.
+Inputs are plain method calls: a member connected or closed, a member's frame, a seq
+allocated, a write stored or failed, a lookup answered, a message from another node, and
+``tick(now)``. Each returns the effects for the hub (:mod:`rooms.hub`) to carry out. The
+machine never awaits, touches a socket or reads the clock; the time comes in as ``now``.
+
+A chat's life: ``Allocate`` (a seq from the broker, which also tells a retry apart) ->
+``Store`` (group commit) -> the sender's ack and ``Publish(Stored)`` -> every node delivers
+it in seq order. A seq that cannot be filled becomes a ``void`` event, so that every seq
+from 1 to head is an event: a gap that stays open past ``GAP_DEADLINE`` is voided too.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rooms.codec import Frame
-from rooms.errors import Invalid, PeerAbsent
+from persistence.store import EndSession, StoredEvent, StoredNotes, WriteOp, void_event
+from rooms.codec import Format, Frame, decode, encode, unpack
+from rooms.errors import Close, Invalid, PeerAbsent, ProtocolError, RateLimited, Unavailable
+from rooms.messages import NodeMessage, NotesStored, Offline, Online, Relayed, Stored
 from rooms.notes import Notes
+from rooms.ratelimit import TokenBucket
+
+REPAIR_AFTER = 0.2  # a missing seq is looked up in the store after this long
+GAP_DEADLINE = 5.0  # ... and voided after this long (its node died before storing it)
+DEDUP_WINDOW = 1024  # chat ids remembered per room; older retries are looked up in the store
 
 
 @dataclass(frozen=True)
@@ -25,166 +42,736 @@ class Member:
 
 
 @dataclass(frozen=True)
-class Reply:
-    """Send ``frame`` back to the member whose frame this answers."""
+class Config:
+    rate_limit: float = 40.0
+    session_grace: float = 600.0
+    sweep_interval: float = 5.0
+    notes_compact_every: int = 200
+    notes_max_update: int = 256 * 1024
+    notes_max_bytes: int = 1024 * 1024
 
+
+# effects ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Send:
+    """Queue ``frame`` for one connection; ``since`` (an ack's) is when its chat arrived."""
+
+    conn: str
+    frame: Frame
+    since: float | None = None
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """Send the welcome, replay the stored events after ``after``, then go live."""
+
+    conn: str
+    frame: Frame
+    after: int
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Queue one frame for every connection here but ``skip`` (a user id)."""
+
+    packed: bytes
+    seq: int | None = None
+    skip: str | None = None
+
+
+@dataclass(frozen=True)
+class CloseConn:
+    conn: str
+    code: Close
+    reason: str
+    after_queue: bool = False
+
+
+@dataclass(frozen=True)
+class Allocate:
+    """Ask the broker for a seq (``key`` tells a retry apart); answer with ``allocated``."""
+
+    op: int
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Store:
+    """Queue a write; answer with ``stored`` or ``store_failed``. ``force``: past the backlog."""
+
+    op: int | None
+    write: WriteOp
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Publish:
+    msg: NodeMessage
+
+
+@dataclass(frozen=True)
+class LookupChat:
+    """Ask the store for the seq of a chat by sender and id; answer with ``chat_found``."""
+
+    op: int
+    user: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class CheckPeer:
+    """Ask the broker whether ``user`` holds a connection anywhere; answer ``peer_checked``."""
+
+    conn: str
+    user: str
     frame: Frame
 
 
 @dataclass(frozen=True)
-class Append:
-    """Allocate a seq, store the event, then publish it. ``key`` de-duplicates chat retries."""
+class CheckHolders:
+    """Ask the broker which of ``users`` hold a connection; answer with ``holders``."""
+
+    users: tuple[str, ...]
+    purpose: str  # "sweep" or "grace"
+
+
+@dataclass(frozen=True)
+class Load:
+    """Read stored events ``(after, upto]``; answer with ``loaded``."""
+
+    after: int
+    upto: int | None
+
+
+@dataclass(frozen=True)
+class ReloadNotes:
+    """Read the session's stored notes updates; answer with ``notes_reloaded``."""
+
+
+@dataclass(frozen=True)
+class Compact:
+    """Fold the stored notes updates into one row; answer with ``compacted``."""
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The session is over on this node: forget its seq counter (``forget``) and, once no
+    connection is left, drop the room."""
+
+    forget: bool
+
+
+Effect = (
+    Send
+    | Welcome
+    | Deliver
+    | CloseConn
+    | Allocate
+    | Store
+    | Publish
+    | LookupChat
+    | CheckPeer
+    | CheckHolders
+    | Load
+    | ReloadNotes
+    | Compact
+    | Finish
+)
+
+
+# state ---------------------------------------------------------------------------------------
+@dataclass
+class _Conn:
+    user: str
+    fmt: Format
+    limiter: TokenBucket
+
+
+@dataclass
+class _Op:
+    """A durable event on its way: allocated, then stored."""
 
     kind: str
     body: Frame
+    user: str
     key: str | None = None
-
-
-@dataclass(frozen=True)
-class AwaitAck:
-    """A retry of a chat that is still being stored: ack it once ``key`` is committed."""
-
-    key: str
-    id: str
-
-
-@dataclass(frozen=True)
-class Relay:
-    """Deliver ``frame`` to the members other than ``sender``; not stored."""
-
-    frame: Frame
-
-
-@dataclass(frozen=True)
-class StoreNotes:
-    """Store a notes update, then relay it to the other member."""
-
-    update: bytes
-
-
-Action = Reply | Append | AwaitAck | Relay | StoreNotes
+    conn: str | None = None
+    ref: str | None = None
+    since: float | None = None
+    seq: int | None = None
+    packed: bytes | None = None
+    retried: bool = False  # a store failure was already looked into once
 
 
 def chat_key(user_id: str, client_id: str) -> str:
     return f"{user_id}\x00{client_id}"
 
 
+def is_stale(now: float, last_activity: float, grace: float, anyone_connected: bool) -> bool:
+    """A session nobody is in, idle for longer than the grace period, is over."""
+    return not anyone_connected and now - last_activity > grace
+
+
 @dataclass
 class Room:
-    """One live session of a pair's room, as this node sees it."""
-
     pair_id: str
-    members: dict[str, Member]
     session_id: str
+    members: dict[str, Member]
+    node: str
+    config: Config = field(default_factory=Config)
     head: int = 0
-    chats: dict[str, int] = field(default_factory=dict)
-    online: set[str] = field(default_factory=set)
     notes: Notes = field(default_factory=Notes)
+    present: set[str] = field(default_factory=set)  # presence as decided, ahead of storage
+    joined: dict[str, int] = field(default_factory=dict)  # seq of each member's last join
     ended: bool = False
     ending: bool = False  # an end was decided here and is being stored
-    present: set[str] = field(default_factory=set)  # presence as decided, ahead of `online`
-    pending: set[str] = field(default_factory=set)
-    joined: dict[str, int] = field(default_factory=dict)  # seq of each online member's join
-    _early: dict[int, tuple[Frame | None, Any]] = field(default_factory=dict)
+    conns: dict[str, _Conn] = field(default_factory=dict)
+    holders: dict[str, str] = field(default_factory=dict)  # user -> conn id, here
+    remote: dict[str, str] = field(default_factory=dict)  # user -> conn id, on other nodes
+    _early: dict[int, bytes] = field(default_factory=dict)
+    _gap_since: float | None = None  # when the oldest open gap was first seen
+    _repair_at: float | None = None
+    _loading: bool = False
+    _recent: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    _waiting: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # key -> (conn, id)
+    _awaited: dict[int, str] = field(default_factory=dict)  # seq of another's attempt -> key
+    _ops: dict[int, _Op] = field(default_factory=dict)
+    _next_op: int = 0
+    _notes_count: int = 0
+    _compacting: bool = False
+    _grace_at: float | None = None
+    _sweep_at: float | None = None
+    _suspects: set[str] = field(default_factory=set)
+    _checking_grace: bool = False
 
-    def other(self, user_id: str) -> list[str]:
-        return [m for m in self.members if m != user_id]
+    def __post_init__(self) -> None:
+        self.notes.max_update = self.config.notes_max_update
+        self.notes.max_bytes = self.config.notes_max_bytes
 
-    # decisions on a member's frame -------------------------------------------------------
-    def receive(self, user_id: str, frame: Frame) -> list[Action]:
-        t = frame["t"]
-        if self.ended or self.ending:
-            return []  # nothing is decided after the session's end, even before it is stored
-        if t == "ping":
-            return [Reply({"t": "pong", "head": self.head})]
-        if t == "chat":
-            key = chat_key(user_id, frame["id"])
-            if key in self.chats:
-                return [Reply({"t": "ack", "id": frame["id"], "seq": self.chats[key]})]
-            if key in self.pending:
-                return [AwaitAck(key, frame["id"])]
-            self.pending.add(key)
-            return [
-                Append("chat", {"id": frame["id"], "from": user_id, "text": frame["text"]}, key)
-            ]
-        if t == "typing":
-            return [Relay({"t": "typing", "from": user_id, "on": frame["on"]})]
-        if t == "awareness":
-            return [Relay({"t": "awareness", "from": user_id, "u": frame["u"]})]
-        if t == "notes":
-            self.notes.apply(frame["u"])
-            return [StoreNotes(frame["u"])]
-        if t == "signal":
-            if not any(m in self.online for m in self.other(user_id)):
-                raise PeerAbsent("the other member is not in the room")
-            return [Relay({"t": "signal", "from": user_id, "data": frame["data"]})]
-        if t == "end":
-            self.ending = True
-            return [Append("ended", {"by": user_id})]
-        raise Invalid(f"{t!r} is not allowed after hello")
+    # who is here ---------------------------------------------------------------------------
+    def online(self, user: str) -> bool:
+        """Online means welcomed: a connection here or on another node, until it closes."""
+        return user in self.holders or user in self.remote
 
-    def join(self, user_id: str) -> Append:
-        self.present.add(user_id)
-        return Append("presence", {"user": self.members[user_id].as_dict(), "state": "joined"})
+    def others(self, user: str) -> list[str]:
+        return [m for m in self.members if m != user]
 
-    def leave(self, user_id: str) -> Append:
-        """The member's leave; keyed by the join it ends, so nodes that notice it at once
-        (a clean close here, a dead node's sweep there) store it only once."""
-        key = f"left\x00{user_id}\x00{self.joined.get(user_id, 0)}"
-        self.present.discard(user_id)
-        return Append("presence", {"user": self.members[user_id].as_dict(), "state": "left"}, key)
+    def deadline(self) -> float | None:
+        """When ``tick`` next has something to do."""
+        times = [t for t in (self._grace_at, self._sweep_at, self._repair_at) if t is not None]
+        if self._gap_since is not None:
+            times.append(self._gap_since + GAP_DEADLINE)
+        return min(times) if times else None
 
-    def welcome(self, user_id: str, ice_servers: list[dict[str, Any]]) -> Frame:
+    # a member comes and goes ----------------------------------------------------------------
+    def connect(
+        self,
+        conn: str,
+        user: str,
+        fmt: Format,
+        now: float,
+        *,
+        ice_servers: list[dict[str, Any]],
+        resume: Frame | None = None,
+        replaced_elsewhere: bool = False,
+        elsewhere: dict[str, str] | None = None,
+    ) -> list[Effect]:
+        """``conn`` holds the user's claim now. ``replaced_elsewhere``: the claim was taken from
+        a live connection on another node; ``elsewhere``: the other members' connections that
+        the broker knows of (user -> conn)."""
+        out: list[Effect] = []
+        old = self.holders.get(user)
+        if old is not None:
+            del self.conns[old]
+            out.append(CloseConn(old, Close.REPLACED, "replaced by a newer connection"))
+        self.remote.pop(user, None)
+        for uid, cid in (elsewhere or {}).items():
+            if uid != user and uid not in self.holders:
+                self.remote[uid] = cid
+        self.conns[conn] = _Conn(user, fmt, TokenBucket(self.config.rate_limit, now))
+        self.holders[user] = conn
+        self._grace_at = None
+        out.append(Publish(Online(self.session_id, user, conn, self.node)))
+        after = 0
+        if resume and resume["session_id"] == self.session_id:
+            after = min(resume["last_seq"], self.head)
+        out.append(Welcome(conn, self.welcome(user, ice_servers), after))
+        replaced = old is not None or replaced_elsewhere
+        if not replaced and user in self.present:
+            # shown present, but no node holds its connection: that node died
+            out += self._leave(user)
+        if not replaced or user not in self.present:
+            self.present.add(user)
+            body = {"user": self.members[user].as_dict(), "state": "joined"}
+            out += self._append(_Op("presence", body, user, conn=conn))
+        self._arm_sweep(now)
+        return out
+
+    def welcome(self, user: str, ice_servers: list[dict[str, Any]]) -> Frame:
         return {
             "t": "welcome",
             "session_id": self.session_id,
-            "user": self.members[user_id].as_dict(),
+            "user": self.members[user].as_dict(),
             "members": [m.as_dict() for m in self.members.values()],
-            "peers": [self.members[m].as_dict() for m in self.other(user_id) if m in self.online],
+            "peers": [self.members[m].as_dict() for m in self.others(user) if self.online(m)],
             "head": self.head,
             "ice_servers": ice_servers,
             "notes": self.notes.state(),
         }
 
-    # committed events ----------------------------------------------------------------------
-    def commit(self, seq: int, event: Frame | None, payload: Any = None) -> list[tuple[Frame, Any]]:
-        """Take a stored event (in any order); return those now deliverable, in seq order.
+    def closed(self, conn: str, released: bool, now: float) -> list[Effect]:
+        """The socket is gone. ``released``: it still held the user's claim (it was not
+        replaced, and the broker could be told), so its leave is a durable event."""
+        state = self.conns.pop(conn, None)
+        if state is None:
+            return []  # replaced, or its room was rebuilt: nothing to record
+        user = state.user
+        del self.holders[user]
+        out: list[Effect] = [Publish(Offline(self.session_id, user, conn, self.node))]
+        if released and not (self.ended or self.ending) and user in self.present:
+            out += self._leave(user)
+        out += self._maybe_idle(now)
+        return out
 
-        ``event=None`` is a tombstone: a seq whose write the store rejected, skipped so that
-        it does not hold back the events after it.
-        """
-        if seq > self.head:
-            self._early[seq] = (event, payload)
-        ready = []
+    def _leave(self, user: str) -> list[Effect]:
+        # keyed by the join it ends, so nodes that notice it at once (a clean close here, a
+        # dead node's sweep there) store it only once
+        self.present.discard(user)
+        body = {"user": self.members[user].as_dict(), "state": "left"}
+        key = f"left\x00{user}\x00{self.joined.get(user, 0)}"
+        return self._append(_Op("presence", body, user, key=key))
+
+    def _maybe_idle(self, now: float) -> list[Effect]:
+        if self.conns:
+            return []
+        if self.ended or self.remote:
+            return [Finish(forget=False)]  # the room lives on where its members are
+        if not self.ending and self._grace_at is None:
+            self._grace_at = now + self.config.session_grace
+        return []
+
+    def started(self, held: dict[str, str | None], now: float) -> list[Effect]:
+        """The room was just built from the store; ``held``: each member's connection that
+        the broker knows of. A member shown present that no node holds left (its node died)."""
+        out: list[Effect] = []
+        for user, conn in held.items():
+            if conn is not None:
+                self.remote[user] = conn
+            elif user in self.present:
+                out += self._leave(user)
+        return out
+
+    def lease_lost(self) -> list[Effect]:
+        """This node may no longer serve the room: close every connection here with 1013."""
+        out: list[Effect] = [
+            CloseConn(c, Close.TRY_AGAIN, "this node lost its lease; reconnect") for c in self.conns
+        ]
+        self.conns.clear()
+        self.holders.clear()
+        return out
+
+    # a member's frame --------------------------------------------------------------------------
+    def receive(self, conn: str, data: bytes | str, now: float) -> list[Effect]:
+        state = self.conns.get(conn)
+        if state is None:
+            return []
+        verdict = state.limiter.take(now)
+        ref: str | None = None
+        try:
+            if verdict == "flood":  # after what is queued: the rate_limited warnings
+                return [CloseConn(conn, Close.FLOODING, "too many frames", after_queue=True)]
+            if verdict != "ok":
+                raise RateLimited("too many frames; slow down")
+            frame = decode(data, state.fmt)
+            ref = frame.get("id")
+            return self._frame(conn, state.user, frame, now)
+        except ProtocolError as exc:
+            if exc.ref is None:
+                exc.ref = ref if ref is not None else _peek_id(data)
+            return [Send(conn, exc.frame())]
+
+    def _frame(self, conn: str, user: str, frame: Frame, now: float) -> list[Effect]:
+        t = frame["t"]
+        if self.ended or self.ending:
+            return []  # nothing is decided after the session's end, even before it is stored
+        if t == "ping":
+            return [Send(conn, {"t": "pong", "head": self.head})]
+        if t == "chat":
+            return self._chat(conn, user, frame, now)
+        if t == "typing":
+            return self._relay(user, {"t": "typing", "from": user, "on": frame["on"]})
+        if t == "awareness":
+            return self._relay(user, {"t": "awareness", "from": user, "u": frame["u"]})
+        if t == "notes":
+            self.notes.check(frame["u"])
+            op = self._op(_Op("notes", {"u": frame["u"]}, user, conn=conn))
+            return [Store(op, StoredNotes(self.session_id, frame["u"]))]
+        if t == "signal":
+            relay = {"t": "signal", "from": user, "data": frame["data"]}
+            if any(self.online(m) for m in self.others(user)):
+                return self._relay(user, relay)
+            # not known here as online: the broker knows whether a node holds it
+            return [CheckPeer(conn, self.others(user)[0], relay)]
+        if t == "end":
+            self.ending = True
+            return self._append(_Op("ended", {"by": user}, user, conn=conn))
+        raise Invalid(f"{t!r} is not allowed after hello")
+
+    def _relay(self, user: str, frame: Frame) -> list[Effect]:
+        return [Publish(Relayed(self.session_id, user, encode_packed(frame)))]
+
+    def peer_checked(self, conn: str, user: str, holder: str | None, frame: Frame) -> list[Effect]:
+        if holder is None:
+            return [Send(conn, PeerAbsent("the other member is not in the room").frame())]
+        if user not in self.holders:
+            self.remote[user] = holder
+        return self._relay(frame["from"], frame)
+
+    def _chat(self, conn: str, user: str, frame: Frame, now: float) -> list[Effect]:
+        cid = frame["id"]
+        key = chat_key(user, cid)
+        if key in self._recent:
+            return [Send(conn, {"t": "ack", "id": cid, "seq": self._recent[key]})]
+        if key in self._waiting:  # its first attempt is in flight: ack both once it is stored
+            self._waiting[key].append((conn, cid))
+            return []
+        self._waiting[key] = []
+        body = {"id": cid, "from": user, "text": frame["text"]}
+        return self._append(_Op("chat", body, user, key, conn, cid, now))
+
+    # the life of a durable event -------------------------------------------------------------
+    def _op(self, op: _Op) -> int:
+        self._next_op += 1
+        self._ops[self._next_op] = op
+        return self._next_op
+
+    def _append(self, op: _Op) -> list[Effect]:
+        return [Allocate(self._op(op), op.key)]
+
+    def allocated(self, op_id: int, seq: int, new: bool, now: float) -> list[Effect]:
+        op = self._ops.get(op_id)
+        if op is None:
+            return []
+        if self.ended:
+            del self._ops[op_id]
+            return []
+        if not new:
+            if op.kind != "chat":
+                del self._ops[op_id]  # a leave another node is storing
+                return []
+            if seq > self.head:  # the first attempt is on its way, here or on another node
+                del self._ops[op_id]
+                assert op.key is not None and op.conn is not None and op.ref is not None
+                self._waiting.setdefault(op.key, []).append((op.conn, op.ref))
+                self._awaited[seq] = op.key
+                return []
+            # that seq is behind us: stored long ago, or never (it was voided)
+            return [LookupChat(op_id, op.user, op.body["id"])]
+        op.seq = seq
+        frame = {"t": op.kind, "seq": seq, **op.body, "ts": now}
+        op.packed = encode_packed(frame)
+        write = StoredEvent(
+            self.session_id,
+            seq,
+            op.kind,
+            op.user,
+            op.body["id"] if op.kind == "chat" else None,
+            now,
+            op.packed,
+            ends_session=op.kind == "ended",
+        )
+        return [Store(op_id, write)]
+
+    def allocate_failed(self, op_id: int) -> list[Effect]:
+        op = self._ops.pop(op_id, None)
+        if op is None:
+            return []
+        return self._failed(op, "the room is unavailable; retry")
+
+    def chat_found(self, op_id: int, seq: int | None) -> list[Effect]:
+        op = self._ops.get(op_id)
+        if op is None:
+            return []
+        if seq is not None:
+            del self._ops[op_id]
+            return self._acked(op, seq)
+        if op.retried:  # the store refused this chat twice
+            del self._ops[op_id]
+            return self._failed(op, "the store rejected this frame")
+        op.key = None  # never stored: this retry is a new attempt, under a new seq
+        return [Allocate(op_id, None)]
+
+    def stored(self, op_id: int) -> list[Effect]:
+        op = self._ops.pop(op_id, None)
+        if op is None:
+            return []
+        if op.kind == "notes":
+            return self._notes_stored(op)
+        assert op.seq is not None and op.packed is not None
+        out: list[Effect] = []
+        if op.kind == "chat" and op.conn is not None:
+            out.append(Send(op.conn, {"t": "ack", "id": op.ref, "seq": op.seq}, op.since))
+        out.append(Publish(Stored(self.session_id, op.seq, op.packed)))
+        return out
+
+    def store_failed(self, op_id: int, now: float) -> list[Effect]:
+        """The write was not stored (refused, or never queued): its seq becomes a void."""
+        op = self._ops.pop(op_id, None)
+        if op is None or op.kind == "void":
+            return []  # a void refused: that seq is filled already
+        out: list[Effect] = []
+        if op.seq is not None:
+            out += self._void(op.seq, now)
+        if op.kind == "notes":
+            if op.conn in self.conns:
+                error = Unavailable("notes update not stored; send what this lacks").frame()
+                sv = self.notes.state_vector()
+                out.append(Send(op.conn, {**error, "about": "notes", "sv": sv}))
+            return out
+        if op.kind == "chat" and not op.retried:
+            # refused as a repeat of a chat stored under another seq? the store knows
+            op.retried = True
+            op.seq = op.packed = None
+            return [*out, LookupChat(self._op(op), op.user, op.body["id"])]
+        return out + self._failed(op, "the store rejected this frame")
+
+    def _failed(self, op: _Op, why: str) -> list[Effect]:
+        """Nothing was stored: the sender (and retries waiting on it) may try again."""
+        out: list[Effect] = []
+        if op.kind == "presence" and op.body["state"] == "joined" and op.conn in self.conns:
+            # a join that is not stored: neither is a leave for it; the client comes back
+            self.present.discard(op.user)
+            del self.conns[op.conn]
+            del self.holders[op.user]
+            out.append(CloseConn(op.conn, Close.TRY_AGAIN, "the room is unavailable; retry"))
+            out.append(Publish(Offline(self.session_id, op.user, op.conn, self.node)))
+        if op.kind == "ended":
+            self.ending = False
+        waiting = (
+            self._waiting.pop(chat_key(op.user, op.body["id"]), []) if op.kind == "chat" else []
+        )
+        if op.conn is not None and op.ref is not None:
+            waiting.insert(0, (op.conn, op.ref))
+        for conn, cid in waiting:
+            out.append(Send(conn, Unavailable(why, cid).frame()))
+        return out
+
+    def _acked(self, op: _Op, seq: int) -> list[Effect]:
+        waiting = self._waiting.pop(chat_key(op.user, op.body["id"]), [])
+        if op.conn is not None and op.ref is not None:
+            waiting.insert(0, (op.conn, op.ref))
+        return [Send(c, {"t": "ack", "id": cid, "seq": seq}) for c, cid in waiting]
+
+    def _void(self, seq: int, now: float) -> list[Effect]:
+        write = void_event(self.session_id, seq, now)
+        op = _Op("void", {}, "", seq=seq, packed=write.body)
+        return [Store(self._op(op), write, force=True)]
+
+    # notes --------------------------------------------------------------------------------------
+    def _notes_stored(self, op: _Op) -> list[Effect]:
+        update = op.body["u"]
+        packed = encode_packed({"t": "notes", "from": op.user, "u": update})
+        out: list[Effect] = [Publish(NotesStored(self.session_id, op.user, update, packed))]
+        self._notes_count += 1
+        if self._notes_count % self.config.notes_compact_every == 0 and not self._compacting:
+            self._compacting = True
+            out.append(Compact())
+        return out
+
+    def compacted(self) -> None:
+        self._compacting = False
+
+    def notes_reloaded(self, updates: Sequence[bytes]) -> list[Effect]:
+        """The store's notes replace this node's copy (which may have missed updates); the
+        members here get whatever they may have missed as one update."""
+        before = self.notes.state_vector()
+        self.notes = Notes(updates)
+        self.__post_init__()
+        if self.notes.state_vector() == before:
+            return []
+        out: list[Effect] = []
+        for user, conn in self.holders.items():
+            sender = self.others(user)[0]
+            frame = {"t": "notes", "from": sender, "u": self.notes.state()}
+            out.append(Send(conn, frame))
+        return out
+
+    # what other nodes say ---------------------------------------------------------------------
+    def message(self, msg: NodeMessage, now: float) -> list[Effect]:
+        if msg.session != self.session_id:
+            return []  # a late message of an earlier session of this room
+        if isinstance(msg, Stored):
+            return self.committed([(msg.seq, msg.packed)], now)
+        if isinstance(msg, Relayed):
+            return [Deliver(msg.packed, skip=msg.sender)]
+        if isinstance(msg, NotesStored):
+            with contextlib.suppress(Exception):
+                self.notes.apply(msg.update)
+            return [Deliver(msg.packed, skip=msg.sender)]
+        if msg.node == self.node:
+            return []
+        if isinstance(msg, Online):
+            out: list[Effect] = []
+            mine = self.holders.get(msg.user)
+            if mine is not None and mine != msg.conn:  # replaced on another node
+                del self.holders[msg.user]
+                del self.conns[mine]
+                out.append(CloseConn(mine, Close.REPLACED, "replaced by a newer connection"))
+            self.remote[msg.user] = msg.conn
+            self._grace_at = None
+            return out
+        if self.remote.get(msg.user) == msg.conn:  # Offline
+            del self.remote[msg.user]
+            return self._maybe_idle(now)
+        return []
+
+    # committed events, in seq order -----------------------------------------------------------
+    def committed(self, events: Iterable[tuple[int, bytes]], now: float) -> list[Effect]:
+        """Take stored events (in any order, repeats welcome); deliver those now in order."""
+        out: list[Effect] = []
+        for seq, packed in events:
+            if seq > self.head:
+                self._early[seq] = packed
         while self.head + 1 in self._early:
             self.head += 1
-            ev, pl = self._early.pop(self.head)
-            if ev is not None:
-                self._apply(ev)
-                ready.append((ev, pl))
-        return ready
+            packed = self._early.pop(self.head)
+            out.append(Deliver(packed, self.head))
+            out += self._apply(unpack(packed), now)
+        if not self._early:
+            self._gap_since = self._repair_at = None
+        elif self._gap_since is None:
+            self._gap_since = now
+            self._repair_at = now + REPAIR_AFTER
+        return out
 
-    def gap(self) -> tuple[int, int] | None:
-        """Seqs missing before the earliest held-back event, as ``(after, upto)``."""
-        if self._early:
-            return self.head, min(self._early) - 1
-        return None
-
-    def _apply(self, event: Frame) -> None:
+    def _apply(self, event: Frame, now: float) -> list[Effect]:
         t = event["t"]
+        seq = event["seq"]
         if t == "chat":
             key = chat_key(event["from"], event["id"])
-            self.chats[key] = event["seq"]
-            self.pending.discard(key)
-        elif t == "presence":
+            self._recent[key] = seq
+            if len(self._recent) > DEDUP_WINDOW:
+                self._recent.popitem(last=False)
+            self._awaited.pop(seq, None)
+            return [
+                Send(c, {"t": "ack", "id": cid, "seq": seq})
+                for c, cid in self._waiting.pop(key, [])
+            ]
+        if t == "presence":  # decided here or on another node: either way it holds now
             uid = event["user"]["id"]
             if event["state"] == "joined":
-                self.online.add(uid)
+                self.joined[uid] = seq
                 self.present.add(uid)
-                self.joined[uid] = event["seq"]
             else:
-                self.online.discard(uid)
                 self.present.discard(uid)
+        elif t == "void" and seq in self._awaited:
+            # the attempt that retries were waiting on was never stored: theirs is a new one
+            key = self._awaited.pop(seq)
+            waiting = self._waiting.pop(key, [])
+            return [Send(c, Unavailable("not stored; retry", cid).frame()) for c, cid in waiting]
         elif t == "ended":
             self.ended = True
-            self.online.clear()
+            self._grace_at = None
+            out: list[Effect] = [
+                CloseConn(c, Close.NORMAL, "session ended", after_queue=True) for c in self.conns
+            ]
+            return [*out, Finish(forget=True)]
+        return []
+
+    def loaded(self, rows: Sequence[tuple[int, bytes]], now: float) -> list[Effect]:
+        self._loading = False
+        return self.committed(rows, now)
+
+    def repair(self, now: float) -> list[Effect]:
+        """The broker lost messages (its connection dropped): catch up from the store."""
+        return [Load(self.head, None), ReloadNotes()]
+
+    def failed(self, effect: Effect, now: float) -> list[Effect]:
+        """An effect that asked the broker or the store could not be carried out."""
+        if isinstance(effect, Allocate | LookupChat):
+            return self.allocate_failed(effect.op)
+        if isinstance(effect, CheckPeer):
+            return [Send(effect.conn, Unavailable("the room is unavailable; retry").frame())]
+        if isinstance(effect, CheckHolders) and effect.purpose == "grace":
+            self._checking_grace = False
+            self._grace_at = now + self.config.sweep_interval  # ask again a little later
+        elif isinstance(effect, Load):
+            self._loading = False
+        elif isinstance(effect, Compact):
+            self._compacting = False
+        return []
+
+    # time -------------------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if self._gap_since is not None and self._early:
+            upto = min(self._early) - 1
+            if now >= self._gap_since + GAP_DEADLINE:
+                # allocated, then never stored (its node died before the commit): void it
+                for seq in range(self.head + 1, upto + 1):
+                    out += self._void(seq, now)
+                self._gap_since = now
+                self._repair_at = now + REPAIR_AFTER
+            elif self._repair_at is not None and now >= self._repair_at and not self._loading:
+                self._loading = True
+                out.append(Load(self.head, upto))
+                self._repair_at = now + REPAIR_AFTER
+        if self._sweep_at is not None and now >= self._sweep_at:
+            self._sweep_at = None
+            users = tuple(u for u in self.members if u not in self.holders)
+            if not self.ended and users and (self.present | set(self.remote)) & set(users):
+                out.append(CheckHolders(users, "sweep"))
+            self._arm_sweep(now)
+        if self._grace_at is not None and now >= self._grace_at and not self._checking_grace:
+            self._checking_grace = True
+            out.append(CheckHolders(tuple(self.members), "grace"))
+        return out
+
+    def _arm_sweep(self, now: float) -> None:
+        if self._sweep_at is None and not self.ended:
+            self._sweep_at = now + self.config.sweep_interval
+
+    def holders_checked(
+        self, purpose: str, held: dict[str, str | None], now: float
+    ) -> list[Effect]:
+        """The broker's answer to ``CheckHolders``: user -> connection (None: none, anywhere)."""
+        out: list[Effect] = []
+        for user, conn in held.items():
+            if user in self.holders:
+                continue
+            if conn is None:
+                self.remote.pop(user, None)
+            else:
+                self.remote[user] = conn
+        if purpose == "grace":
+            self._checking_grace = False
+            if self.holders or self.remote or self.ended or self.ending:
+                self._grace_at = None
+                return out
+            self.ended = True
+            self._grace_at = None
+            return [Store(None, EndSession(self.session_id, now)), Finish(forget=True)]
+        # sweep: members shown present whose connection no node holds (their node died) are
+        # marked left once they have been missing for two sweeps in a row
+        missing = {u for u, c in held.items() if c is None and u not in self.holders}
+        for user in sorted(missing & self._suspects):
+            if user in self.present and not (self.ended or self.ending):
+                out += self._leave(user)
+        self._suspects = missing - self._suspects
+        out += self._maybe_idle(now)
+        return out
+
+
+def encode_packed(frame: Frame) -> bytes:
+    data = encode(frame)
+    assert isinstance(data, bytes)
+    return data
+
+
+def _peek_id(data: bytes | str) -> str | None:
+    with contextlib.suppress(Exception):
+        raw = unpack(data) if isinstance(data, bytes | bytearray) else None
+        ref = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(ref, str):
+            return ref
+    return None

@@ -11,6 +11,7 @@ from persistence.store import Store
 from persistence.writer import Writer
 from rooms.broker import Broker, MemoryBackbone, broker_from_url
 from rooms.hub import Hub, HubConfig
+from rooms.room import Config
 from server.auth import verify
 from server.metrics import PrometheusMetrics
 from server.settings import Settings
@@ -63,12 +64,16 @@ async def running(
                     turn_secret=settings.turn_secret,
                 ),
                 config=HubConfig(
-                    rate_limit=settings.rate_limit,
-                    session_grace=settings.session_grace,
                     send_queue=settings.send_queue,
                     send_queue_bytes=settings.send_queue_bytes,
-                    notes_compact_every=settings.notes_compact_every,
-                    sweep_interval=settings.node_ttl / 2,
+                    room=Config(
+                        rate_limit=settings.rate_limit,
+                        session_grace=settings.session_grace,
+                        sweep_interval=settings.node_ttl / 2,
+                        notes_compact_every=settings.notes_compact_every,
+                        notes_max_update=settings.notes_max_update,
+                        notes_max_bytes=settings.notes_max_bytes,
+                    ),
                 ),
                 metrics=metrics,
             )

@@ -47,6 +47,8 @@ class Settings:
     send_queue_bytes: int = 8 * 1024 * 1024
     commit_wait: float = 0.001
     notes_compact_every: int = 200
+    notes_max_update: int = 256 * 1024
+    notes_max_bytes: int = 1024 * 1024
     stun_urls: list[str] = field(default_factory=list)
     turn_urls: list[str] = field(default_factory=list)
     turn_secret: str | None = None
@@ -82,6 +84,8 @@ class Settings:
             send_queue_bytes=int(num("MENTEO_SEND_QUEUE_BYTES", 8 * 1024 * 1024)),
             commit_wait=num("MENTEO_COMMIT_WAIT", 0.001),
             notes_compact_every=int(num("MENTEO_NOTES_COMPACT_EVERY", 200)),
+            notes_max_update=int(num("MENTEO_NOTES_MAX_UPDATE", 256 * 1024)),
+            notes_max_bytes=int(num("MENTEO_NOTES_MAX_BYTES", 1024 * 1024)),
             stun_urls=_list(env.get("MENTEO_STUN_URLS")),
             turn_urls=_list(env.get("MENTEO_TURN_URLS")),
             turn_secret=env.get("MENTEO_TURN_SECRET") or None,

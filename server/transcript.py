@@ -17,6 +17,7 @@ def _when(ts: float | None) -> str:
 
 
 async def transcript(store: Store, session: SessionRecord) -> dict[str, Any]:
+    """Every durable event of the session (``void`` included) and its notes text."""
     events: list[dict[str, Any]] = []
     after = 0
     while True:
@@ -42,6 +43,7 @@ async def transcript(store: Store, session: SessionRecord) -> dict[str, Any]:
 
 
 def markdown(doc: dict[str, Any], pair: PairRecord) -> str:
+    """The transcript as a Markdown document (``void`` events left out)."""
     names = {pair.mentor_id: pair.mentor_name, pair.mentee_id: pair.mentee_name}
     s = doc["session"]
     lines = [
@@ -57,6 +59,8 @@ def markdown(doc: dict[str, Any], pair: PairRecord) -> str:
         "",
     ]
     for ev in doc["events"]:
+        if ev["t"] == "void":
+            continue  # a seq that was allocated but holds nothing: kept in JSON, not shown here
         at = datetime.fromtimestamp(ev["ts"], UTC).strftime("%H:%M:%S")
         if ev["t"] == "chat":
             who = names.get(ev["from"], ev["from"])

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from rooms.errors import Invalid
-
 SIGNAL_TYPES = frozenset({"offer", "answer", "candidate", "bye"})
 
 
-def check_signal(data: dict[str, Any], ref: str | None = None) -> dict[str, Any]:
-    """Return ``data`` if it is a signal the relay accepts, else raise :class:`Invalid`."""
+class SignalInvalid(ValueError):
+    """A signal payload the relay refuses; the message says which field and why."""
+
+
+def check_signal(data: dict[str, Any]) -> dict[str, Any]:
+    """Return ``data`` if it is a signal the relay accepts, else raise :class:`SignalInvalid`."""
     kind = data.get("type")
     if not isinstance(kind, str) or kind not in SIGNAL_TYPES:  # (a list is unhashable)
-        raise Invalid("'data.type' must be offer, answer, candidate or bye", ref)
+        raise SignalInvalid("'data.type' must be offer, answer, candidate or bye")
     if kind in ("offer", "answer") and not isinstance(data.get("sdp"), str):
-        raise Invalid("'data.sdp' must be str", ref)
+        raise SignalInvalid("'data.sdp' must be str")
     if kind == "candidate":
         if "candidate" not in data:
-            raise Invalid("'data.candidate' is required (a map or null)", ref)
+            raise SignalInvalid("'data.candidate' is required (a map or null)")
         if data["candidate"] is not None and not isinstance(data["candidate"], dict):
-            raise Invalid("'data.candidate' must be a map or null", ref)
+            raise SignalInvalid("'data.candidate' must be a map or null")
     return data

@@ -110,3 +110,63 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+class RedisProxy:
+    """A TCP proxy to Redis on a free local port: :meth:`cut` closes its connections and
+    refuses new ones (one node cut off while the others still reach Redis); :meth:`open`
+    serves again on the same port."""
+
+    def __init__(self, url: str = REDIS_URL) -> None:
+        parts = urlsplit(url)
+        self._parts = parts
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        """The proxied Redis URL (same credentials and database)."""
+        userinfo, at, _ = self._parts.netloc.rpartition("@")
+        return self._parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{self.port}").geturl()
+
+    async def open(self) -> RedisProxy:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        return self
+
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in list(self._links):
+            task.cancel()
+        await asyncio.gather(*self._links, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def _link(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._links.add(task)
+        upstream_w: asyncio.StreamWriter | None = None
+        try:
+            upstream_r, upstream_w = await asyncio.open_connection(*self.target)
+            await asyncio.gather(_pump(client_r, upstream_w), _pump(upstream_r, client_w))
+        except OSError:
+            pass  # Redis itself is away, or a side broke off: both ends are closed below
+        finally:
+            self._links.discard(task)
+            for w in (client_w, upstream_w):
+                if w is not None:
+                    w.transport.abort()
+
+
+async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy until ``source`` ends, then close ``sink``."""
+    try:
+        while data := await source.read(1 << 16):
+            sink.write(data)
+            await sink.drain()
+    finally:
+        sink.transport.abort()

@@ -344,3 +344,45 @@ async def test_release_only_by_the_holder(cluster: list[Broker]) -> None:
 async def test_ping_answers_when_the_broker_is_up(cluster: list[Broker]) -> None:
     for node in cluster:
         await asyncio.wait_for(node.ping(), WAIT)  # /readyz relies on it
+
+
+# lease -------------------------------------------------------------------------------------------
+async def test_leased_once_started(cluster: list[Broker]) -> None:
+    for node in cluster:
+        assert node.leased  # may serve members
+        node.on_lease = lambda leased: None  # the hub sets it; settable on every broker
+
+
+# memory only -------------------------------------------------------------------------------------
+async def test_memory_retry_keys_are_a_bounded_window_per_session() -> None:
+    backbone = MemoryBackbone(key_window=3)
+    async with MemoryBroker(backbone) as a, MemoryBroker(backbone) as b:
+        session, other = name("s"), name("s")
+        for i in range(1, 5):
+            assert await a.allocate_seq(session, f"u\x00c{i}", 0) == (i, True)
+        assert await a.allocate_seq(other, "u\x00c1", 0) == (1, True)
+        assert list(backbone.keys[session]) == ["u\x00c2", "u\x00c3", "u\x00c4"]
+        assert await b.allocate_seq(session, "u\x00c4", 0) == (4, False)
+        assert await b.allocate_seq(session, "u\x00c2", 0) == (2, False)
+        # c1 fell out of the window: its retry gets a new seq (the caller checks the store)
+        assert await b.allocate_seq(session, "u\x00c1", 0) == (5, True)
+        assert await a.allocate_seq(session, "u\x00c2", 0) == (6, True)  # now c2 fell out
+        assert await a.allocate_seq(session, "u\x00c1", 0) == (5, False)
+        assert await a.allocate_seq(other, "u\x00c1", 0) == (1, False)  # per session
+        await a.forget(session)
+        assert session not in backbone.keys and session not in backbone.seqs
+        assert list(backbone.keys) == [other]
+
+
+async def test_memory_retry_key_window_default() -> None:
+    backbone = MemoryBackbone()
+    assert backbone.key_window == 4096
+    async with MemoryBroker(backbone) as node:
+        session = name("s")
+        for i in range(1, 5001):
+            assert await node.allocate_seq(session, f"u\x00c{i}", 0) == (i, True)
+        assert len(backbone.keys[session]) == 4096
+        assert await node.allocate_seq(session, "u\x00c5000", 0) == (5000, False)
+        assert await node.allocate_seq(session, f"u\x00c{5000 - 4095}", 0) == (905, False)
+        assert await node.allocate_seq(session, f"u\x00c{5000 - 4096}", 0) == (5001, True)
+        assert len(backbone.keys[session]) == 4096

@@ -172,7 +172,7 @@ async def test_offline_edits_are_merged(server: ServerProcess) -> None:
     pad_a.append("A offline ñ\n")
     await send_notes(b, pad_b.append("B online 漢字\n"))
     await send_notes(b, pad_b.insert_after("base", " plus"))
-    await settle(b)
+    await barrier(b, "b-stored")  # merged once stored: the writer is first in, first out
 
     a2 = await Client.open(server, pair.id, pair.mentor_token)
     welcome_notes = a2.welcome["notes"]
@@ -194,7 +194,7 @@ async def test_offline_edits_are_merged(server: ServerProcess) -> None:
         "shared: ",
     ):
         assert merged.count(piece) == 1, (piece, merged)
-    await settle(a2)
+    await barrier(a2, "a2-stored")
     sid = a2.welcome["session_id"]
     assert transcript_notes(server, sid, pair.mentor_token) == merged
     b2 = await Client.open(server, pair.id, pair.mentee_token)

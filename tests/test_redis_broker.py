@@ -1,8 +1,8 @@
 """What only the Redis broker does, against a real Redis (the shared contract is in
 test_broker_contract.py): one pub/sub connection per node that subscribes only while handlers
-exist, keys under the deployment's prefix, claims of dead nodes reading as free, and recovery
-after its connections are cut or Redis itself goes away (a private redis-server for that one:
-the shared server is never restarted)."""
+exist, keys under the deployment's prefix, claims of dead nodes reading as free, the lease of a
+node cut off from Redis, and recovery after its connections are cut or Redis itself goes away
+(a private redis-server for that one: the shared server is never restarted)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,14 @@ import pytest
 from redis.asyncio import Redis
 
 from rooms.broker import BrokerUnavailable, broker_from_url
-from rooms.redis_broker import RedisBroker
-from tests.redis_support import REDIS_URL, PrivateRedis, delete_prefix, redis_prefix
+from rooms.broker.redis import RedisBroker
+from tests.redis_support import (
+    REDIS_URL,
+    PrivateRedis,
+    RedisProxy,
+    delete_prefix,
+    redis_prefix,
+)
 from tests.support import ROOT, free_port
 
 WAIT = 5.0  # seconds; every wait below is bounded by this
@@ -200,7 +206,7 @@ async def test_every_key_and_channel_is_under_the_prefix(admin: Redis) -> None:
 # liveness -----------------------------------------------------------------------------------------
 DEAD_NODE = """
 import asyncio, sys
-from rooms.redis_broker import RedisBroker
+from rooms.broker.redis import RedisBroker
 
 async def main():
     url, prefix, room = sys.argv[1:4]
@@ -271,6 +277,108 @@ async def test_claim_over_a_dead_node_replaces_nothing(prefix: str, admin: Redis
         assert await live.holder(room, "u") == "conn-new"
         assert isinstance(live, RedisBroker)
         assert await live.claims(room) == {"u": (live.node_id, "conn-new")}
+
+
+async def test_a_node_cut_off_from_redis_loses_its_lease_and_gets_it_back(
+    prefix: str, admin: Redis
+) -> None:
+    ttl = 0.6
+    room = name("room")
+    proxy = await RedisProxy().open()
+    lease: asyncio.Queue[bool] = asyncio.Queue()
+    try:
+        async with RedisBroker(proxy.url, prefix=prefix, node_ttl=ttl) as node:
+            node.on_lease = lease.put_nowait
+            assert node.leased
+            heartbeat = f"{prefix}node:{node.node_id}"
+            first = await admin.get(heartbeat)
+            assert first is not None
+
+            async def renewed() -> bool:
+                return await admin.get(heartbeat) not in (None, first)
+
+            await eventually(renewed)  # the heartbeat goes through the proxy
+            assert await node.claim(room, "u", "conn-1") is None
+            assert node.leased and lease.empty()
+
+            cut_at = time.monotonic()
+            await proxy.cut()
+            assert await asyncio.wait_for(lease.get(), WAIT) is False
+            took = time.monotonic() - cut_at
+            assert took < ttl + ttl / 3 + 0.3, took  # the last heartbeat that landed + TTL
+            assert not node.leased
+            with pytest.raises(BrokerUnavailable):
+                await node.ping()
+
+            async def expired() -> bool:  # and the other nodes take it for dead
+                return not await admin.exists(heartbeat)
+
+            await eventually(expired)
+            assert not node.leased and lease.empty()
+
+            back_at = time.monotonic()
+            await proxy.open()
+            assert await asyncio.wait_for(lease.get(), WAIT) is True
+            assert time.monotonic() - back_at < 2 * ttl / 3 + 0.5  # the next heartbeat
+            assert node.leased
+            assert await admin.exists(heartbeat)
+            # the claim held when the lease was lost is void: released, not put back
+            assert await admin.hget(f"{prefix}claims:{{{room}}}", "u") is None
+            assert await node.holder(room, "u") is None
+            assert await node.claim(room, "u", "conn-2") is None
+            assert await node.holder(room, "u") == "conn-2"
+            assert lease.empty()
+        assert lease.empty()  # a clean exit reports nothing
+    finally:
+        await proxy.cut()
+
+
+async def test_claims_redis_lost_are_put_back_while_the_lease_holds(
+    prefix: str, admin: Redis
+) -> None:
+    room = name("room")
+    claims = f"{prefix}claims:{{{room}}}"
+    async with RedisBroker(REDIS_URL, prefix=prefix, node_ttl=0.6) as node:
+        calls: list[bool] = []
+        node.on_lease = calls.append
+        assert await node.claim(room, "u", "conn-1") is None
+        # Redis loses the heartbeat and the claims (a restart without persistence)
+        await admin.delete(f"{prefix}node:{node.node_id}", claims)
+
+        async def put_back() -> bool:
+            return await admin.hget(claims, "u") == f"{node.node_id}/conn-1".encode()
+
+        await eventually(put_back)  # within one heartbeat period
+        assert node.reclaims == 1
+        assert node.leased and calls == []
+
+
+async def test_a_failing_lease_hook_does_not_stop_the_heartbeat(prefix: str) -> None:
+    proxy = await RedisProxy().open()
+    calls: list[bool] = []
+    back = asyncio.Event()
+
+    def hook(leased: bool) -> None:
+        calls.append(leased)
+        if leased:
+            back.set()
+        raise RuntimeError("hook bug")
+
+    try:
+        async with RedisBroker(proxy.url, prefix=prefix, node_ttl=0.6) as node:
+            node.on_lease = hook
+            await proxy.cut()
+
+            async def lost() -> bool:
+                return calls == [False]
+
+            await eventually(lost)
+            await proxy.open()
+            await asyncio.wait_for(back.wait(), WAIT)
+            assert calls == [False, True]
+            assert node.leased
+    finally:
+        await proxy.cut()
 
 
 # resilience ---------------------------------------------------------------------------------------

@@ -1,332 +1,509 @@
-"""The sans-I/O pieces: rooms.room.Room decisions and ordering, rooms.ratelimit.TokenBucket.
+"""The room machine, without sockets or an event loop: inputs in, effects out, a fake clock.
 
-No sockets and no event loop: frames and committed events go in, decisions come out.
+Each test plays the hub's part by hand: it answers the machine's questions (a seq, a stored
+write, a holder) exactly as the broker and the store would.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pycrdt
-import pytest
 
-from rooms.errors import Invalid, NotesRejected, PeerAbsent
-from rooms.ratelimit import TokenBucket
+from persistence.store import EndSession, StoredEvent, StoredNotes
+from rooms.errors import Close
+from rooms.messages import NotesStored, Offline, Online, Relayed, Stored
 from rooms.room import (
-    Append,
-    AwaitAck,
+    DEDUP_WINDOW,
+    GAP_DEADLINE,
+    REPAIR_AFTER,
+    Allocate,
+    CheckHolders,
+    CheckPeer,
+    CloseConn,
+    Config,
+    Deliver,
+    Effect,
+    Finish,
+    Load,
+    LookupChat,
     Member,
-    Relay,
-    Reply,
+    Publish,
     Room,
-    StoreNotes,
-    chat_key,
+    Send,
+    Store,
+    Welcome,
+    is_stale,
 )
 
 MENTOR = Member("u-mentor", "Mara", "mentor")
 MENTEE = Member("u-mentee", "Milo", "mentee")
+T0 = 1000.0
 
 
 def make_room(**kw: Any) -> Room:
-    return Room("pair-1", {MENTOR.id: MENTOR, MENTEE.id: MENTEE}, "sess-1", **kw)
+    return Room("pair-1", "sess-1", {MENTOR.id: MENTOR, MENTEE.id: MENTEE}, "node-a", **kw)
 
 
-def chat_event(seq: int, user: str, cid: str, text: str = "hi") -> dict[str, Any]:
-    return {"t": "chat", "seq": seq, "id": cid, "from": user, "text": text, "ts": 1.0}
+def pack(frame: dict[str, Any]) -> bytes:
+    data: bytes = msgpack.packb(frame, use_bin_type=True)
+    return data
 
 
-def presence_event(seq: int, member: Member, state: str) -> dict[str, Any]:
-    return {"t": "presence", "seq": seq, "user": member.as_dict(), "state": state, "ts": 1.0}
+def of(effects: list[Effect], kind: type) -> list[Any]:
+    return [e for e in effects if isinstance(e, kind)]
 
 
-def ended_event(seq: int, by: str) -> dict[str, Any]:
-    return {"t": "ended", "seq": seq, "by": by, "ts": 1.0}
+def sent(effects: list[Effect], conn: str) -> list[dict[str, Any]]:
+    return [e.frame for e in effects if isinstance(e, Send) and e.conn == conn]
 
 
-# decisions ---------------------------------------------------------------------------------
-def test_ping_replies_pong_with_head() -> None:
+def seqs(effects: list[Effect]) -> list[int]:
+    return [e.seq for e in effects if isinstance(e, Deliver) and e.seq is not None]
+
+
+class Driver:
+    """Plays broker and store for one room: hands out seqs, stores what it is asked to."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.next_seq = room.head + 1
+        self.keys: dict[str | None, int] = {}
+        self.table: dict[int, StoredEvent] = {}
+
+    def seq_for(self, effect: Allocate) -> tuple[int, bool]:
+        if effect.key is not None and effect.key in self.keys:
+            return self.keys[effect.key], False
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        if effect.key is not None:
+            self.keys[effect.key] = seq
+        return seq, True
+
+    def run(self, effects: list[Effect], now: float = T0, store: bool = True) -> list[Effect]:
+        """Answer allocations and (if ``store``) writes; publish stored events back in."""
+        seen: list[Effect] = []
+        todo = list(effects)
+        while todo:
+            e = todo.pop(0)
+            seen.append(e)
+            if isinstance(e, Allocate):
+                todo += self.room.allocated(e.op, *self.seq_for(e), now)
+            elif isinstance(e, Store) and store and e.op is not None:
+                if isinstance(e.write, StoredEvent):
+                    self.table.setdefault(e.write.seq, e.write)
+                todo += self.room.stored(e.op)
+            elif isinstance(e, Publish) and isinstance(e.msg, Stored | NotesStored):
+                todo += self.room.message(e.msg, now)
+        return seen
+
+    def connect(self, conn: str, member: Member, now: float = T0, **kw: Any) -> list[Effect]:
+        return self.run(self.room.connect(conn, member.id, "msgpack", now, ice_servers=[], **kw))
+
+    def frame(self, conn: str, frame: dict[str, Any], now: float = T0) -> list[Effect]:
+        return self.run(self.room.receive(conn, pack(frame), now), now)
+
+
+def welcomed(effects: list[Effect]) -> dict[str, Any]:
+    (w,) = of(effects, Welcome)
+    frame: dict[str, Any] = w.frame
+    return frame
+
+
+# joining ------------------------------------------------------------------------
+def test_connect_welcomes_then_stores_the_join() -> None:
+    d = Driver(make_room())
+    out = d.connect("c1", MENTOR)
+    w = welcomed(out)
+    assert w["head"] == 0 and w["peers"] == [] and w["user"] == MENTOR.as_dict()
+    assert of(out, Publish)[0].msg == Online("sess-1", MENTOR.id, "c1", "node-a")
+    assert [ev.kind for ev in d.table.values()] == ["presence"]
+    assert d.room.head == 1 and seqs(out) == [1]
+
+
+def test_online_means_welcomed_not_stored() -> None:
+    d = Driver(make_room())
+    # the mentor's join is allocated but not stored yet
+    d.room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    out = d.run(d.room.connect("c2", MENTEE.id, "msgpack", T0, ice_servers=[]), store=False)
+    assert welcomed(out)["peers"] == [MENTOR.as_dict()]
+    # and a signal to it is relayed at once, with no question to the broker
+    relay = d.frame("c2", {"t": "signal", "data": {"type": "bye"}})
+    assert of(relay, CheckPeer) == []
+    assert [type(p.msg) for p in of(relay, Publish)] == [Relayed]
+
+
+def test_online_on_another_node_is_known_from_the_claims_and_messages() -> None:
+    d = Driver(make_room())
+    out = d.connect("c1", MENTOR, elsewhere={MENTEE.id: "c9"})
+    assert welcomed(out)["peers"] == [MENTEE.as_dict()]
+    d.room.message(Offline("sess-1", MENTEE.id, "c9", "node-b"), T0)
+    assert not d.room.online(MENTEE.id)
+    d.room.message(Online("sess-1", MENTEE.id, "c10", "node-b"), T0)
+    assert d.room.online(MENTEE.id)
+    # an Offline of an older connection does not undo a newer Online
+    d.room.message(Offline("sess-1", MENTEE.id, "c9", "node-b"), T0)
+    assert d.room.online(MENTEE.id)
+
+
+def test_a_second_connection_replaces_the_first_without_presence() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    out = d.connect("c2", MENTOR)
+    assert CloseConn("c1", Close.REPLACED, "replaced by a newer connection") in out
+    assert of(out, Allocate) == []  # neither a leave nor a join
+    assert d.room.closed("c1", released=False, now=T0) == []
+
+
+def test_replacement_from_another_node_closes_the_local_connection() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    out = d.room.message(Online("sess-1", MENTOR.id, "c7", "node-b"), T0)
+    assert out == [CloseConn("c1", Close.REPLACED, "replaced by a newer connection")]
+
+
+def test_resume_replays_from_the_clients_last_seq() -> None:
+    d = Driver(make_room(head=7))
+    out = d.connect("c1", MENTOR, resume={"session_id": "sess-1", "last_seq": 5})
+    assert of(out, Welcome)[0].after == 5
+    out = d.connect("c2", MENTEE, resume={"session_id": "other", "last_seq": 5})
+    assert of(out, Welcome)[0].after == 0
+
+
+def test_a_join_that_cannot_be_stored_closes_1013_and_leaves_no_leave() -> None:
     room = make_room()
-    assert room.receive(MENTOR.id, {"t": "ping"}) == [Reply({"t": "pong", "head": 0})]
-    room.commit(1, presence_event(1, MENTOR, "joined"))
-    room.commit(2, chat_event(2, MENTOR.id, "a"))
-    assert room.receive(MENTEE.id, {"t": "ping"}) == [Reply({"t": "pong", "head": 2})]
+    out = room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    (alloc,) = of(out, Allocate)
+    out = room.allocate_failed(alloc.op)
+    assert CloseConn("c1", Close.TRY_AGAIN, "the room is unavailable; retry") in out
+    assert room.closed("c1", released=True, now=T0) == []
+    assert MENTOR.id not in room.present
 
 
-def test_chat_appends_with_its_key() -> None:
-    room = make_room()
-    actions = room.receive(MENTOR.id, {"t": "chat", "id": "c1", "text": "hello"})
-    assert actions == [
-        Append("chat", {"id": "c1", "from": MENTOR.id, "text": "hello"}, chat_key(MENTOR.id, "c1"))
+# chats ------------------------------------------------------------------------
+def test_a_chat_is_acked_once_stored_and_delivered_to_all() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    out = d.frame("c1", {"t": "chat", "id": "m1", "text": "hello"})
+    assert {"t": "ack", "id": "m1", "seq": 2} in sent(out, "c1")
+    assert seqs(out) == [2]
+    assert d.table[2].client_id == "m1" and d.table[2].user_id == MENTOR.id
+
+
+def test_a_retry_while_the_first_try_is_in_flight_is_acked_once_stored() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    first = d.room.receive("c1", pack({"t": "chat", "id": "m1", "text": "x"}), T0)
+    d.connect("c2", MENTOR)  # the client reconnected and retries
+    retry = d.run(d.room.receive("c2", pack({"t": "chat", "id": "m1", "text": "x"}), T0))
+    assert retry == []  # it waits for the first try
+    out = d.run(first)
+    assert {"t": "ack", "id": "m1", "seq": 2} in sent(out, "c2")
+    assert [ev.kind for ev in d.table.values()].count("chat") == 1
+
+
+def test_a_retry_of_another_nodes_attempt_waits_for_its_commit() -> None:
+    room = make_room(head=1)
+    room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    out = room.receive("c1", pack({"t": "chat", "id": "m1", "text": "x"}), T0)
+    (alloc,) = of(out, Allocate)
+    assert room.allocated(alloc.op, 5, False, T0) == []  # seq 5 is on its way elsewhere
+    chat = pack({"t": "chat", "seq": 2, "id": "m1", "from": MENTOR.id, "text": "x", "ts": T0})
+    out = room.committed([(2, chat)], T0)
+    assert {"t": "ack", "id": "m1", "seq": 2} in sent(out, "c1")
+
+
+def test_a_retry_whose_attempt_was_voided_is_told_to_try_again() -> None:
+    room = make_room(head=1)
+    room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    (alloc,) = of(room.receive("c1", pack({"t": "chat", "id": "m1", "text": "x"}), T0), Allocate)
+    room.allocated(alloc.op, 2, False, T0)
+    out = room.committed([(2, pack({"t": "void", "seq": 2, "ts": T0}))], T0)
+    (err,) = sent(out, "c1")
+    assert err["code"] == "unavailable" and err["ref"] == "m1"
+
+
+def test_a_write_failure_becomes_a_void_and_the_sender_hears_of_it() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    out = d.room.receive("c1", pack({"t": "chat", "id": "m1", "text": "x"}), T0)
+    (alloc,) = of(out, Allocate)
+    (store,) = of(d.room.allocated(alloc.op, 2, True, T0), Store)
+    out = d.room.store_failed(store.op, T0)
+    (void,) = [e for e in of(out, Store) if e.force]
+    assert void.write.kind == "void" and void.write.seq == 2
+    assert msgpack.unpackb(void.write.body) == {"t": "void", "seq": 2, "ts": T0}
+    (lookup,) = of(out, LookupChat)  # stored under another seq by another attempt?
+    out = d.room.chat_found(lookup.op, None)  # no: refused; the client retries
+    assert sent(out, "c1") == [
+        {
+            "t": "error",
+            "code": "unavailable",
+            "message": "the store rejected this frame",
+            "ref": "m1",
+        }
     ]
-    assert chat_key(MENTOR.id, "c1") in room.pending
-    # the key tells senders apart: the same client id from the other member is a new chat
-    other = room.receive(MENTEE.id, {"t": "chat", "id": "c1", "text": "hello"})
-    assert other == [
-        Append("chat", {"id": "c1", "from": MENTEE.id, "text": "hello"}, chat_key(MENTEE.id, "c1"))
+    # the void is stored and delivered like any event
+    out = d.room.stored(void.op)
+    assert [p.msg for p in of(out, Publish)] == [Stored("sess-1", 2, void.write.body)]
+
+
+def test_a_write_that_cannot_even_be_queued_is_voided_too() -> None:
+    room = make_room()
+    out = room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    (alloc,) = of(out, Allocate)
+    (store,) = of(room.allocated(alloc.op, 1, True, T0), Store)
+    out = room.store_failed(store.op, T0)
+    assert [s.write.kind for s in of(out, Store)] == ["void"]
+
+
+def test_dedup_keeps_a_bounded_window_and_asks_the_store_for_older_retries() -> None:
+    d = Driver(make_room(config=Config(rate_limit=0)))
+    d.connect("c1", MENTOR)
+    last = DEDUP_WINDOW + 49
+    for i in range(last + 1):
+        d.frame("c1", {"t": "chat", "id": f"m{i}", "text": "x"})
+    assert len(d.room._recent) == DEDUP_WINDOW  # bounded, however long the session
+    newest = d.frame("c1", {"t": "chat", "id": f"m{last}", "text": "x"})
+    assert sent(newest, "c1") == [{"t": "ack", "id": f"m{last}", "seq": last + 2}]
+    out = d.room.receive("c1", pack({"t": "chat", "id": "m0", "text": "x"}), T0)
+    (alloc,) = of(out, Allocate)
+    (lookup,) = d.room.allocated(alloc.op, 2, False, T0)  # the broker knows it, seq 2 < head
+    assert lookup == LookupChat(lookup.op, MENTOR.id, "m0")
+    assert d.room.chat_found(lookup.op, 2) == [Send("c1", {"t": "ack", "id": "m0", "seq": 2})]
+
+
+# ordering, gaps and voids ------------------------------------------------------------------------
+def ev(seq: int) -> tuple[int, bytes]:
+    return seq, pack({"t": "chat", "seq": seq, "id": f"x{seq}", "from": MENTEE.id, "text": "t"})
+
+
+def test_events_are_delivered_in_seq_order_once() -> None:
+    room = make_room()
+    assert seqs(room.committed([ev(2), ev(3)], T0)) == []
+    assert seqs(room.committed([ev(1)], T0)) == [1, 2, 3]
+    assert seqs(room.committed([ev(2), ev(1)], T0)) == []
+
+
+def test_a_gap_is_repaired_from_the_store() -> None:
+    room = make_room()
+    room.committed([ev(1), ev(3)], T0)
+    assert room.deadline() == T0 + REPAIR_AFTER
+    assert room.tick(T0 + 0.1) == []
+    assert room.tick(T0 + REPAIR_AFTER) == [Load(1, 2)]
+    assert room.tick(T0 + REPAIR_AFTER + 0.01) == []  # one load at a time
+    assert seqs(room.loaded([ev(2)], T0 + 0.3)) == [2, 3]
+    assert room.deadline() is None
+
+
+def test_a_gap_that_never_fills_is_voided() -> None:
+    room = make_room()
+    room.committed([ev(1), ev(4)], T0)
+    room.tick(T0 + REPAIR_AFTER)
+    room.loaded([], T0 + REPAIR_AFTER)
+    out = room.tick(T0 + GAP_DEADLINE)
+    voids = [s.write for s in of(out, Store)]
+    assert [(w.kind, w.seq) for w in voids] == [("void", 2), ("void", 3)]
+    (op2, op3) = [s.op for s in of(out, Store)]
+    published = of(room.stored(op2) + room.stored(op3), Publish)
+    delivered: list[Effect] = []
+    for p in published:
+        delivered += room.message(p.msg, T0 + GAP_DEADLINE)
+    assert seqs(delivered) == [2, 3, 4]
+
+
+def test_a_void_refused_because_the_seq_is_filled_changes_nothing() -> None:
+    room = make_room()
+    room.committed([ev(1), ev(3)], T0)
+    (store,) = of(room.tick(T0 + GAP_DEADLINE), Store)
+    assert room.store_failed(store.op, T0 + GAP_DEADLINE) == []
+    assert seqs(room.committed([ev(2)], T0 + GAP_DEADLINE)) == [2, 3]
+
+
+# signals ------------------------------------------------------------------------
+def test_a_signal_to_a_member_not_known_here_asks_the_broker() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    (check,) = d.frame("c1", {"t": "signal", "data": {"type": "bye"}})
+    assert isinstance(check, CheckPeer) and check.user == MENTEE.id
+    (err,) = sent(d.room.peer_checked("c1", MENTEE.id, None, check.frame), "c1")
+    assert err["code"] == "peer_absent"
+    out = d.room.peer_checked("c1", MENTEE.id, "c9", check.frame)
+    assert [type(p.msg) for p in of(out, Publish)] == [Relayed]
+    assert d.room.online(MENTEE.id)
+
+
+def test_relays_reach_the_others_only() -> None:
+    room = make_room()
+    packed = pack({"t": "typing", "from": MENTOR.id, "on": True})
+    assert room.message(Relayed("sess-1", MENTOR.id, packed), T0) == [
+        Deliver(packed, None, MENTOR.id)
     ]
-    assert chat_key(MENTOR.id, "c1") != chat_key(MENTEE.id, "c1")
+    assert room.message(Relayed("old-session", MENTOR.id, packed), T0) == []
 
 
-def test_pending_duplicate_awaits_the_ack() -> None:
-    room = make_room()
-    room.receive(MENTOR.id, {"t": "chat", "id": "c1", "text": "hello"})
-    again = room.receive(MENTOR.id, {"t": "chat", "id": "c1", "text": "hello"})
-    assert again == [AwaitAck(chat_key(MENTOR.id, "c1"), "c1")]
+# notes ------------------------------------------------------------------------
+def notes_update(text: str, root: str = "notes") -> bytes:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    if root == "notes":
+        doc.get("notes", type=pycrdt.Text).insert(0, text)
+    else:
+        doc.get(root, type=pycrdt.Map)["k"] = text
+    return doc.get_update()
 
 
-def test_committed_duplicate_is_acked_with_the_old_seq() -> None:
-    room = make_room()
-    room.receive(MENTOR.id, {"t": "chat", "id": "c1", "text": "hello"})
-    room.commit(1, presence_event(1, MENTOR, "joined"))
-    room.commit(2, chat_event(2, MENTOR.id, "c1", "hello"))
-    assert chat_key(MENTOR.id, "c1") not in room.pending
-    assert room.chats[chat_key(MENTOR.id, "c1")] == 2
-    room.commit(3, chat_event(3, MENTEE.id, "other"))
-    again = room.receive(MENTOR.id, {"t": "chat", "id": "c1", "text": "hello"})
-    assert again == [Reply({"t": "ack", "id": "c1", "seq": 2})]
-    assert chat_key(MENTOR.id, "c1") not in room.pending
+def test_notes_are_merged_and_relayed_only_once_stored() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    out = d.room.receive("c1", pack({"t": "notes", "u": notes_update("hello")}), T0)
+    (store,) = of(out, Store)
+    assert isinstance(store.write, StoredNotes)
+    assert d.room.notes.plain() == ""  # not before it is stored
+    (pub,) = of(d.room.stored(store.op), Publish)
+    assert isinstance(pub.msg, NotesStored)
+    out = d.room.message(pub.msg, T0)
+    assert d.room.notes.plain() == "hello"
+    assert out == [Deliver(pub.msg.packed, None, MENTOR.id)]
 
 
-def test_chats_loaded_from_the_store_are_duplicates() -> None:
-    room = make_room(head=9, chats={chat_key(MENTEE.id, "old"): 7})
-    assert room.receive(MENTEE.id, {"t": "chat", "id": "old", "text": "x"}) == [
-        Reply({"t": "ack", "id": "old", "seq": 7})
-    ]
+def test_notes_that_fail_to_store_are_not_merged_and_the_sender_is_told() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    (store,) = of(d.room.receive("c1", pack({"t": "notes", "u": notes_update("x")}), T0), Store)
+    (err,) = sent(d.room.store_failed(store.op, T0), "c1")
+    assert err["code"] == "unavailable" and err["about"] == "notes"
+    assert d.room.notes.plain() == ""
+    assert d.room.welcome(MENTEE.id, [])["notes"] == d.room.notes.state()
 
 
-def test_typing_and_awareness_are_relayed() -> None:
-    room = make_room()
-    assert room.receive(MENTOR.id, {"t": "typing", "on": True}) == [
-        Relay({"t": "typing", "from": MENTOR.id, "on": True})
-    ]
-    assert room.receive(MENTEE.id, {"t": "awareness", "u": b"\x01\x02"}) == [
-        Relay({"t": "awareness", "from": MENTEE.id, "u": b"\x01\x02"})
-    ]
+def test_notes_outside_the_notes_text_or_too_big_are_rejected() -> None:
+    d = Driver(make_room(config=Config(notes_max_update=300, notes_max_bytes=600)))
+    d.connect("c1", MENTOR)
+    for update in (notes_update("x", root="evil"), notes_update("y" * 400), b"\xff\x00junk"):
+        (err,) = sent(d.frame("c1", {"t": "notes", "u": update}), "c1")
+        assert err["code"] == "notes_rejected", update[:20]
+    for i in range(2):
+        d.frame("c1", {"t": "notes", "u": notes_update(str(i) * 250)})
+    (err,) = sent(d.frame("c1", {"t": "notes", "u": notes_update("z" * 250)}), "c1")
+    assert err["code"] == "notes_rejected" and "at most 600" in err["message"]
+    assert len(d.room.notes.state()) <= 600
 
 
-def test_signal_needs_an_online_peer() -> None:
-    room = make_room()
-    signal = {"t": "signal", "data": {"type": "bye"}}
-    with pytest.raises(PeerAbsent) as err:
-        room.receive(MENTOR.id, signal)
-    assert err.value.code == "peer_absent"
-    # the sender alone being online does not help
-    room.commit(1, presence_event(1, MENTOR, "joined"))
-    with pytest.raises(PeerAbsent):
-        room.receive(MENTOR.id, signal)
-    room.commit(2, presence_event(2, MENTEE, "joined"))
-    assert room.receive(MENTOR.id, signal) == [
-        Relay({"t": "signal", "from": MENTOR.id, "data": {"type": "bye"}})
-    ]
-    room.commit(3, presence_event(3, MENTEE, "left"))
-    with pytest.raises(PeerAbsent):
-        room.receive(MENTOR.id, signal)
+def test_reloaded_notes_replace_a_stale_copy_and_reach_the_members() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    missed = notes_update("missed while the broker was down")
+    out = d.room.notes_reloaded([missed])
+    assert d.room.notes.plain() == "missed while the broker was down"
+    (frame,) = sent(out, "c1")
+    assert frame["t"] == "notes" and frame["from"] == MENTEE.id
+    assert d.room.notes_reloaded([missed]) == []  # nothing new
 
 
-def test_end_appends_ended() -> None:
-    room = make_room()
-    assert room.receive(MENTEE.id, {"t": "end"}) == [Append("ended", {"by": MENTEE.id})]
+# leaving, sweeps and grace ------------------------------------------------------------------------
+def test_a_clean_leave_is_stored_once_keyed_by_its_join() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    d.connect("c2", MENTEE)
+    out = d.run(d.room.closed("c2", released=True, now=T0))
+    (alloc,) = of(out, Allocate)
+    assert alloc.key == f"left\x00{MENTEE.id}\x002"
+    assert next(p.msg for p in of(out, Publish)) == Offline("sess-1", MENTEE.id, "c2", "node-a")
+    # a sweep elsewhere that stores the same leave again is told it is not new
+    again = d.room._leave(MENTEE.id)
+    assert d.run(again) == again
 
 
-def test_hello_after_join_is_invalid() -> None:
-    room = make_room()
-    with pytest.raises(Invalid):
-        room.receive(MENTOR.id, {"t": "hello", "token": "x"})
+def test_a_member_of_a_dead_node_is_marked_left_when_the_room_is_built() -> None:
+    d = Driver(make_room(present={MENTEE.id}, joined={MENTEE.id: 1}, head=1))
+    out = d.run(d.room.started({MENTOR.id: None, MENTEE.id: None}, T0))
+    assert [ev.kind for ev in d.table.values()] == ["presence"]
+    assert msgpack.unpackb(d.table[2].body)["state"] == "left"
+    assert seqs(out) == [2]
 
 
-def test_notes_are_merged_and_stored() -> None:
-    doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
-    text = doc.get("notes", type=pycrdt.Text)
-    text += "Agenda: café ☕"
-    update = doc.get_update()
-    room = make_room()
-    assert room.receive(MENTOR.id, {"t": "notes", "u": update}) == [StoreNotes(update)]
-    assert room.notes.plain() == "Agenda: café ☕"
-    with pytest.raises(NotesRejected):
-        room.receive(MENTOR.id, {"t": "notes", "u": b"\xff\xfe not yjs"})
-    assert room.notes.plain() == "Agenda: café ☕"
+def test_the_sweep_marks_a_dead_nodes_member_left_after_two_misses() -> None:
+    d = Driver(make_room(config=Config(sweep_interval=5.0)))
+    d.connect("c1", MENTOR)
+    d.room.message(Online("sess-1", MENTEE.id, "c9", "node-b"), T0)
+    d.room.present.add(MENTEE.id)
+    assert d.room.deadline() == T0 + 5
+    (check,) = d.room.tick(T0 + 5)
+    assert check == CheckHolders((MENTEE.id,), "sweep")
+    assert d.room.holders_checked("sweep", {MENTEE.id: None}, T0 + 5) == []
+    assert not d.room.online(MENTEE.id)  # no holder: not online at once
+    (check,) = d.room.tick(T0 + 10)
+    out = d.run(d.room.holders_checked("sweep", {MENTEE.id: None}, T0 + 10))
+    assert [ev.kind for ev in d.table.values()][-1] == "presence"
+    assert msgpack.unpackb(d.table[max(d.table)].body)["state"] == "left"
+    assert seqs(out)
 
 
-def test_join_and_leave_events() -> None:
-    room = make_room()
-    assert room.join(MENTEE.id) == Append("presence", {"user": MENTEE.as_dict(), "state": "joined"})
-    leave = room.leave(MENTOR.id)
-    assert (leave.kind, leave.body) == ("presence", {"user": MENTOR.as_dict(), "state": "left"})
+def test_grace_expiry_ends_an_empty_session() -> None:
+    d = Driver(make_room(config=Config(session_grace=600.0, sweep_interval=5.0)))
+    d.connect("c1", MENTOR)
+    d.run(d.room.closed("c1", released=True, now=T0))
+    assert d.room.tick(T0 + 599) == []
+    (check,) = of(d.room.tick(T0 + 600), CheckHolders)
+    assert check.purpose == "grace"
+    out = d.room.holders_checked("grace", {MENTOR.id: None, MENTEE.id: None}, T0 + 600)
+    assert Store(None, EndSession("sess-1", T0 + 600)) in out
+    assert Finish(forget=True) in out and d.room.ended
 
 
-def test_a_leave_is_keyed_by_the_join_it_ends() -> None:
-    room = make_room()
-    room.commit(1, presence_event(1, MENTOR, "joined"))
-    first = room.leave(MENTOR.id).key
-    assert first == room.leave(MENTOR.id).key  # two nodes noticing the same leave agree
-    room.commit(2, presence_event(2, MENTOR, "left"))
-    room.commit(3, presence_event(3, MENTOR, "joined"))
-    assert room.leave(MENTOR.id).key != first  # the next leave is a new event
+def test_grace_does_not_end_a_session_someone_is_in_elsewhere() -> None:
+    d = Driver(make_room(config=Config(session_grace=600.0)))
+    d.connect("c1", MENTOR)
+    d.run(d.room.closed("c1", released=True, now=T0))
+    d.room.tick(T0 + 600)
+    out = d.room.holders_checked("grace", {MENTOR.id: None, MENTEE.id: "c5"}, T0 + 600)
+    assert out == [] and not d.room.ended and d.room.online(MENTEE.id)
 
 
-def test_welcome_lists_members_and_online_peers() -> None:
-    room = make_room()
-    room.commit(1, presence_event(1, MENTOR, "joined"))
-    w = room.welcome(MENTEE.id, [])
-    assert w["t"] == "welcome"
-    assert w["session_id"] == "sess-1"
-    assert w["user"] == MENTEE.as_dict()
-    assert sorted(m["role"] for m in w["members"]) == ["mentee", "mentor"]
-    assert w["peers"] == [MENTOR.as_dict()]
-    assert w["head"] == 1
-    assert w["ice_servers"] == []
-    assert isinstance(w["notes"], bytes)
-    assert room.welcome(MENTOR.id, [])["peers"] == []  # the mentee is not online yet
+def test_a_stale_session_is_over() -> None:
+    assert is_stale(T0 + 601, T0, 600, anyone_connected=False)
+    assert not is_stale(T0 + 601, T0, 600, anyone_connected=True)
+    assert not is_stale(T0 + 599, T0, 600, anyone_connected=False)
 
 
-# commit ordering -----------------------------------------------------------------------------
-def test_commit_in_order_releases_each() -> None:
-    room = make_room()
-    ev = presence_event(1, MENTOR, "joined")
-    assert room.commit(1, ev, b"p1") == [(ev, b"p1")]
-    assert room.head == 1
-    assert room.gap() is None
+def test_a_lost_lease_closes_every_connection_with_1013() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    d.connect("c2", MENTEE)
+    out = d.room.lease_lost()
+    assert {(c.conn, c.code) for c in of(out, CloseConn)} == {
+        ("c1", Close.TRY_AGAIN),
+        ("c2", Close.TRY_AGAIN),
+    }
+    assert d.room.closed("c1", released=False, now=T0) == []
 
 
-def test_commit_out_of_order_is_released_in_seq_order() -> None:
-    room = make_room()
-    events = {s: chat_event(s, MENTOR.id, f"c{s}") for s in range(1, 6)}
-    assert room.commit(3, events[3], "p3") == []
-    assert room.gap() == (0, 2)
-    assert room.commit(5, events[5], "p5") == []
-    assert room.gap() == (0, 2)
-    assert room.head == 0
-    assert room.commit(1, events[1], "p1") == [(events[1], "p1")]
-    assert room.gap() == (1, 2)
-    released = room.commit(2, events[2], "p2")
-    assert released == [(events[2], "p2"), (events[3], "p3")]
-    assert room.head == 3
-    assert room.gap() == (3, 4)
-    assert room.commit(4, events[4], "p4") == [(events[4], "p4"), (events[5], "p5")]
-    assert room.head == 5
-    assert room.gap() is None
-    assert room.chats == {chat_key(MENTOR.id, f"c{s}"): s for s in range(1, 6)}
-
-
-def test_commit_ignores_duplicates() -> None:
-    room = make_room()
-    first = chat_event(1, MENTOR.id, "a", "first")
-    assert room.commit(1, first) == [(first, None)]
-    assert room.commit(1, chat_event(1, MENTOR.id, "a", "replayed")) == []
-    assert room.head == 1
-    later = chat_event(3, MENTOR.id, "c")
-    assert room.commit(3, later) == []
-    assert room.commit(3, later) == []  # a held-back event arriving twice
-    second = chat_event(2, MENTOR.id, "b")
-    assert room.commit(2, second) == [(second, None), (later, None)]
-    assert room.commit(2, second) == []
-    assert room.commit(3, later) == []
-    assert room.head == 3
-    assert room.gap() is None
-
-
-def test_commit_from_a_loaded_head() -> None:
-    room = make_room(head=10)
-    assert room.commit(10, chat_event(10, MENTOR.id, "old")) == []
-    assert room.commit(12, chat_event(12, MENTOR.id, "x")) == []
-    assert room.gap() == (10, 11)
-    ev = chat_event(11, MENTOR.id, "y")
-    assert [e["seq"] for e, _ in room.commit(11, ev)] == [11, 12]
-
-
-def test_presence_updates_online() -> None:
-    room = make_room()
-    room.commit(1, presence_event(1, MENTOR, "joined"))
-    assert room.online == {MENTOR.id}
-    room.commit(2, presence_event(2, MENTEE, "joined"))
-    assert room.online == {MENTOR.id, MENTEE.id}
-    room.commit(3, presence_event(3, MENTOR, "left"))
-    assert room.online == {MENTEE.id}
-    # held back events do not change presence until released
-    room.commit(5, presence_event(5, MENTEE, "left"))
-    assert room.online == {MENTEE.id}
-    room.commit(4, presence_event(4, MENTOR, "joined"))
-    assert room.online == {MENTOR.id}
-
-
-def test_ended_stops_further_decisions() -> None:
-    room = make_room()
-    room.commit(1, presence_event(1, MENTOR, "joined"))
-    room.commit(2, presence_event(2, MENTEE, "joined"))
-    room.receive(MENTOR.id, {"t": "chat", "id": "p", "text": "pending"})
-    assert not room.ended
-    room.commit(3, ended_event(3, MENTEE.id))
-    assert room.ended
-    assert room.online == set()
-    assert room.head == 3
-    for frame in (
-        {"t": "ping"},
-        {"t": "chat", "id": "late", "text": "too late"},
-        {"t": "chat", "id": "p", "text": "pending"},
-        {"t": "typing", "on": True},
-        {"t": "signal", "data": {"type": "bye"}},
-        {"t": "end"},
-    ):
-        assert room.receive(MENTOR.id, frame) == []
-
-
-# rate limiting -------------------------------------------------------------------------------
-def test_bucket_allows_a_burst_of_twice_the_rate() -> None:
-    bucket = TokenBucket(5, now=100.0)
-    assert [bucket.take(100.0) for _ in range(10)] == ["ok"] * 10
-    assert bucket.take(100.0) == "limited"
-
-
-def test_bucket_refills_at_the_rate() -> None:
-    bucket = TokenBucket(5, now=0.0)
-    for _ in range(10):
-        assert bucket.take(0.0) == "ok"
-    assert bucket.take(0.0) == "limited"
-    assert bucket.take(0.1) == "limited"  # half a token
-    assert bucket.take(0.2) == "ok"  # one token after 0.2 s at 5/s
-    assert bucket.take(0.2) == "limited"
-    # a long pause refills only up to the burst
-    assert [bucket.take(60.0) for _ in range(11)] == ["ok"] * 10 + ["limited"]
-
-
-def test_bucket_flood_after_another_burst_of_refusals() -> None:
-    bucket = TokenBucket(2, now=0.0)
-    assert [bucket.take(0.0) for _ in range(4)] == ["ok"] * 4
-    verdicts = [bucket.take(0.0) for _ in range(5)]
-    assert verdicts == ["limited"] * 4 + ["flood"]
-
-
-def test_bucket_forgives_after_an_accepted_frame() -> None:
-    bucket = TokenBucket(2, now=0.0)
-    for _ in range(4):
-        bucket.take(0.0)
-    assert [bucket.take(0.0) for _ in range(3)] == ["limited"] * 3
-    assert bucket.take(0.5) == "ok"  # one token back; the refusal count starts over
-    assert [bucket.take(0.5) for _ in range(4)] == ["limited"] * 4
-    assert bucket.take(0.5) == "flood"
-
-
-@pytest.mark.parametrize("rate", [0, -1])
-def test_bucket_off(rate: float) -> None:
-    bucket = TokenBucket(rate, now=0.0)
-    assert all(bucket.take(0.0) == "ok" for _ in range(10_000))
+# the end ------------------------------------------------------------------------
+def test_end_is_stored_with_the_session_end_and_closes_everyone() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR)
+    out = d.frame("c1", {"t": "end"})
+    ended = d.table[2]
+    assert ended.kind == "ended" and ended.ends_session
+    assert CloseConn("c1", Close.NORMAL, "session ended", after_queue=True) in out
+    assert Finish(forget=True) in out
 
 
 def test_nothing_is_decided_after_an_end_is_decided() -> None:
     room = make_room()
-    room.commit(1, presence_event(1, MENTOR, "joined"))
-    first = room.receive(MENTOR.id, {"t": "end"})
-    assert [type(a).__name__ for a in first] == ["Append"]
-    # before the ended event is stored: a late chat or a second end changes nothing
-    assert room.receive(MENTEE.id, {"t": "chat", "id": "late", "text": "too late"}) == []
-    assert room.receive(MENTEE.id, {"t": "end"}) == []
+    room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    room.connect("c2", MENTEE.id, "msgpack", T0, ice_servers=[])
+    assert of(room.receive("c1", pack({"t": "end"}), T0), Allocate)
+    assert room.receive("c2", pack({"t": "chat", "id": "late", "text": "too late"}), T0) == []
+    assert room.receive("c2", pack({"t": "end"}), T0) == []
 
 
-def test_presence_is_decided_ahead_of_storage() -> None:
+def test_bad_frames_are_answered_and_change_nothing() -> None:
     room = make_room()
-    room.join(MENTEE.id)
-    assert MENTEE.id in room.present and MENTEE.id not in room.online
-    room.leave(MENTEE.id)
-    assert MENTEE.id not in room.present
-    room.commit(1, presence_event(1, MENTOR, "joined"))  # committed elsewhere, seen here
-    assert MENTOR.id in room.present
+    room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    (err,) = sent(room.receive("c1", b"\xc1", T0), "c1")
+    assert err["code"] == "bad_frame"
+    (err,) = sent(room.receive("c1", pack({"t": "chat", "id": "x", "text": ""}), T0), "c1")
+    assert err == {**err, "code": "invalid", "ref": "x"}
+    (err,) = sent(room.receive("c1", pack({"t": "hello", "token": "t"}), T0), "c1")
+    assert err["code"] == "invalid"

@@ -24,6 +24,7 @@ from persistence.store import (
     StoredNotes,
     async_url,
     notes_text,
+    void_event,
 )
 
 STORES: dict[str, Callable[[pytest.FixtureRequest], str]] = {
@@ -45,7 +46,7 @@ def ev(
     who: str,
     client_id: str | None = None,
     ts: float = 1000.0,
-    ends: str | None = None,
+    ends: bool = False,
     **fields: object,
 ) -> StoredEvent:
     body = {"t": kind, "seq": seq, **fields, "ts": ts}
@@ -130,15 +131,21 @@ async def test_start_session_concurrently_returns_one(store: Store) -> None:
 
 async def test_ended_session_makes_room_for_a_new_one(store: Store) -> None:
     pair, sid = await new_session(store)
-    await store.write([EndSession(sid, 1500.0, "final notes")])
+    await store.write([StoredNotes(sid, u) for u in edits("final ", "notes")])
+    await store.write([EndSession(sid, 1500.0)])
     ended = await store.get_session(sid)
     assert ended is not None
     assert (ended.ended_at, ended.notes_text) == (1500.0, "final notes")
     assert await store.live_session(pair.id) is None
     fresh = await store.start_session(pair.id, 2000.0)
     assert fresh.id != sid and fresh.ended_at is None
-    # ending twice keeps the first end
-    await store.write([EndSession(sid, 9999.0, "changed")])
+    # ending twice keeps the first end and its text, even with notes stored since
+    doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+    for u in await store.notes_updates(sid):
+        doc.apply_update(u)
+    state = doc.get_state()
+    doc.get("notes", type=pycrdt.Text).insert(0, "late ")
+    await store.write([StoredNotes(sid, doc.get_update(state)), EndSession(sid, 9999.0)])
     ended = await store.get_session(sid)
     assert ended is not None and (ended.ended_at, ended.notes_text) == (1500.0, "final notes")
 
@@ -154,7 +161,7 @@ async def test_write_batch_with_events_notes_and_end(store: Store) -> None:
             ev(sid, 2, "chat", pair.mentor_id, "c1", text="hi"),
             StoredNotes(sid, updates[1]),
             ev(sid, 3, "ended", pair.mentee_id, by=pair.mentee_id),
-            EndSession(sid, 1234.5, "Agenda: café ☕"),
+            EndSession(sid, 1234.5),
         ]
     )
     rows = await store.events(sid)
@@ -174,10 +181,59 @@ async def test_write_batch_with_events_notes_and_end(store: Store) -> None:
 
 async def test_an_ending_event_ends_the_session(store: Store) -> None:
     pair, sid = await new_session(store)
-    await store.write([ev(sid, 1, "ended", pair.mentor_id, ts=1300.0, ends="the notes")])
+    await store.write([StoredNotes(sid, edits("the notes")[0])])
+    await store.write([ev(sid, 1, "ended", pair.mentor_id, ts=1300.0, ends=True)])
     session = await store.get_session(sid)
     assert session is not None
     assert (session.ended_at, session.notes_text) == (1300.0, "the notes")
+
+
+async def test_final_notes_text_comes_from_the_stored_rows(store: Store) -> None:
+    pair, sid = await new_session(store)
+    stored = edits("Agenda", ": café ☕", "\n- done", " and more")
+    # rows stored before, and rows in the same batch as the ending event, in the order stored
+    await store.write([StoredNotes(sid, u) for u in stored[:2]])
+    await store.write(
+        [
+            StoredNotes(sid, stored[2]),
+            ev(sid, 1, "ended", pair.mentor_id, ts=1300.0, ends=True),
+            StoredNotes(sid, stored[3]),
+        ]
+    )
+    session = await store.get_session(sid)
+    assert session is not None
+    assert (session.ended_at, session.notes_text) == (1300.0, "Agenda: café ☕\n- done and more")
+    assert session.notes_text == notes_text(await store.notes_updates(sid))
+    # EndSession does the same, with another session's rows in the same batch left out
+    _, other = await new_session(store)
+    _, neighbour = await new_session(store)
+    xy = edits("x", "y")
+    await store.write([StoredNotes(other, xy[0])])
+    await store.write(
+        [
+            StoredNotes(neighbour, edits("not mine")[0]),
+            StoredNotes(other, xy[1]),
+            EndSession(other, 5.0),
+        ]
+    )
+    ended = await store.get_session(other)
+    assert ended is not None and (ended.ended_at, ended.notes_text) == (5.0, "xy")
+    live = await store.get_session(neighbour)
+    assert live is not None and (live.ended_at, live.notes_text) == (None, None)
+    # a session without notes ends with an empty text
+    _, empty = await new_session(store)
+    await store.write([EndSession(empty, 6.0)])
+    ended = await store.get_session(empty)
+    assert ended is not None and (ended.ended_at, ended.notes_text) == (6.0, "")
+
+
+async def test_a_rejected_ending_event_does_not_end_the_session(store: Store) -> None:
+    pair, sid = await new_session(store)
+    await store.write([void_event(sid, 1, 1100.0)])
+    late = ev(sid, 1, "ended", pair.mentor_id, ts=1300.0, ends=True)
+    assert await store.write([late]) == [late]
+    session = await store.get_session(sid)
+    assert session is not None and session.ended_at is None
 
 
 async def test_write_batch_is_one_transaction(store: Store) -> None:
@@ -187,7 +243,7 @@ async def test_write_batch_is_one_transaction(store: Store) -> None:
             [
                 ev(sid, 1, "chat", pair.mentor_id, "c1", text="lost with the batch"),
                 StoredNotes(sid, edits("lost")[0]),
-                EndSession(sid, 1500.0, "lost"),
+                EndSession(sid, 1500.0),
                 StoredNotes("no-such-session", edits("x")[0]),  # violates a foreign key
             ]
         )
@@ -223,11 +279,54 @@ async def test_duplicate_chat_does_not_fail_the_batch(store: Store) -> None:
         (5, pair.mentee_id, None),
     ]
     assert msgpack.unpackb(rows[0].body)["text"] == "first"
-    assert await store.chat_ids(sid) == {(pair.mentor_id, "c1"): 1, (pair.mentee_id, "c1"): 3}
+    assert await store.chat_seq(sid, pair.mentor_id, "c1") == 1
+    assert await store.chat_seq(sid, pair.mentee_id, "c1") == 3
 
 
 async def test_empty_write_is_fine(store: Store) -> None:
     await store.write([])
+
+
+# void events ------------------------------------------------------------------------------------
+async def test_void_fills_a_seq_and_is_replayed(store: Store) -> None:
+    pair, sid = await new_session(store)
+    void = void_event(sid, 2, 1100.5)
+    assert (void.kind, void.user_id, void.client_id, void.ends_session) == ("void", "", None, False)
+    assert msgpack.unpackb(void.body) == {"t": "void", "seq": 2, "ts": 1100.5}
+    first = ev(sid, 1, "chat", pair.mentor_id, "c1", text="hi")
+    third = ev(sid, 3, "chat", pair.mentee_id, "c1", text="hello")
+    # two voids in one batch: a null client id never collides with another
+    assert await store.write([first, void, third, void_event(sid, 4, 1101.0)]) == []
+    rows = await store.events(sid)
+    assert [r.seq for r in rows] == [1, 2, 3, 4]
+    assert rows[1] == void
+    assert await store.head(sid) == 4
+    assert [r.seq for r in await store.events(sid, 1, 3)] == [2, 3]
+    # a void or an event for a filled seq is rejected, and nothing changes
+    again = void_event(sid, 2, 1200.0)
+    on_chat = void_event(sid, 1, 1200.0)
+    late = ev(sid, 2, "chat", pair.mentor_id, "c2", text="too late")
+    assert await store.write([again, on_chat, late]) == [again, on_chat, late]
+    assert await store.events(sid) == rows
+    assert await store.chat_seq(sid, pair.mentor_id, "c2") is None
+    # voids are not chats, and not a presence
+    listed = await store.list_sessions(pair.id)
+    assert [n for _, n in listed] == [2]
+    assert await store.presence(sid) == {}
+
+
+async def test_void_and_late_original_in_one_batch(store: Store) -> None:
+    pair, sid = await new_session(store)
+    late = ev(sid, 1, "chat", pair.mentor_id, "c1", text="late")
+    void = void_event(sid, 1, 1100.0)
+    # whichever comes first in the batch fills the seq; the other is reported, not acked
+    assert await store.write([void, late]) == [late]
+    assert [r.kind for r in await store.events(sid)] == ["void"]
+    _, sid2 = await new_session(store)
+    late2 = ev(sid2, 1, "chat", pair.mentor_id, "c1", text="late")
+    void2 = void_event(sid2, 1, 1100.0)
+    assert await store.write([late2, void2]) == [void2]
+    assert [r.kind for r in await store.events(sid2)] == ["chat"]
 
 
 # reading events --------------------------------------------------------------------------------
@@ -264,10 +363,10 @@ async def test_events_paging_and_head(store: Store) -> None:
     assert await store.events(other) == []
 
 
-async def test_chat_ids_and_presence(store: Store) -> None:
+async def test_chat_seq_and_presence(store: Store) -> None:
     pair, sid = await new_session(store)
     mentor, mentee = pair.mentor_id, pair.mentee_id
-    assert await store.chat_ids(sid) == {}
+    assert await store.chat_seq(sid, mentor, "m1") is None
     assert await store.presence(sid) == {}
     await store.write(
         [
@@ -281,7 +380,22 @@ async def test_chat_ids_and_presence(store: Store) -> None:
             presence(sid, 8, mentee, "left"),
         ]
     )
-    assert await store.chat_ids(sid) == {(mentor, "m1"): 3, (mentee, "e1"): 4, (mentee, "e2"): 6}
+    found = {
+        (u, c): await store.chat_seq(sid, u, c)
+        for u in (mentor, mentee)
+        for c in ("m1", "e1", "e2", "nope")
+    }
+    assert {k: s for k, s in found.items() if s is not None} == {
+        (mentor, "m1"): 3,
+        (mentee, "e1"): 4,
+        (mentee, "e2"): 6,
+    }
+    # another session's chats are not found
+    _, other = await new_session(store)
+    await store.write([ev(other, 1, "chat", mentor, "o1")])
+    assert await store.chat_seq(sid, mentor, "o1") is None
+    assert await store.chat_seq(other, mentor, "o1") == 1
+    assert await store.chat_seq(other, mentor, "m1") is None
     assert await store.presence(sid) == {mentor: "joined", mentee: "left"}
     # presence follows seq order, not insertion order
     _, sid2 = await new_session(store)
@@ -311,7 +425,8 @@ async def test_list_sessions_counts_chats(store: Store) -> None:
             ev(old.id, 2, "chat", pair.mentor_id, "1"),
             ev(old.id, 3, "chat", pair.mentee_id, "2"),
             ev(old.id, 4, "chat", pair.mentor_id, "3"),
-            ev(old.id, 5, "ended", pair.mentor_id, ends=""),
+            void_event(old.id, 5, 1001.0),
+            ev(old.id, 6, "ended", pair.mentor_id, ends=True),
         ]
     )
     new = await store.start_session(pair.id, 2000.0)

@@ -1,13 +1,28 @@
-"""The group-commit writer against a real SQLite store that cannot be written."""
+"""The group-commit writer against a real SQLite store."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
 
-from persistence.store import Store, StoredNotes
-from persistence.writer import Writer
+import pycrdt
+import pytest
+
+from persistence.store import Store, StoredNotes, notes_text, void_event
+from persistence.writer import Writer, WriterUnavailable
+
+
+def edits(*pieces: str) -> list[bytes]:
+    doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+    text = doc.get("notes", type=pycrdt.Text)
+    out = []
+    for piece in pieces:
+        state = doc.get_state()
+        text.insert(len(text), piece)
+        out.append(doc.get_update(state))
+    return out
 
 
 async def test_shutdown_is_bounded_while_the_store_is_locked(tmp_path: Path) -> None:
@@ -30,3 +45,23 @@ async def test_shutdown_is_bounded_while_the_store_is_locked(tmp_path: Path) -> 
             blocker.rollback()
             blocker.close()
         assert await store.notes_updates(session.id) == []
+
+
+async def test_forced_submit_passes_a_full_backlog(tmp_path: Path) -> None:
+    async with Store(f"sqlite:///{tmp_path / 'w.db'}") as store:
+        pair = await store.create_pair("A", "B", 1.0)
+        session = await store.start_session(pair.id, 1.0)
+        writer = Writer(store, max_backlog=2)
+        async with writer:
+            # nothing commits until the loop runs: the queue fills synchronously
+            queued = [writer.submit(StoredNotes(session.id, u)) for u in edits("a", "b")]
+            assert writer.full()
+            with pytest.raises(WriterUnavailable):
+                writer.submit(StoredNotes(session.id, b"\x00\x00"))
+            void = writer.submit(void_event(session.id, 1, 2.0), force=True)
+            await asyncio.wait_for(asyncio.gather(*queued, void), 10)
+        assert [(e.seq, e.kind) for e in await store.events(session.id)] == [(1, "void")]
+        assert notes_text(await store.notes_updates(session.id)) == "ab"
+        # a stopped writer refuses even a forced write
+        with pytest.raises(WriterUnavailable):
+            writer.submit(void_event(session.id, 2, 3.0), force=True)

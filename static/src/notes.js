@@ -9,6 +9,7 @@ import {
 } from "y-protocols/awareness";
 import { yCollab, yUndoManagerKeymap } from "y-codemirror.next";
 import { remoteCursors } from "./cursors.js";
+import { NotesSync, REMOTE } from "./notes-sync.js";
 import { Compartment, EditorState } from "@codemirror/state";
 import { EditorView, drawSelection, keymap } from "@codemirror/view";
 import { defaultKeymap, insertNewline } from "@codemirror/commands";
@@ -16,11 +17,6 @@ import { HighlightStyle, syntaxHighlighting } from "@codemirror/language";
 import { markdown } from "@codemirror/lang-markdown";
 import { tags } from "@lezer/highlight";
 
-const REMOTE = "remote";
-// A local change goes out at once, unless one went out less than this long ago: then the
-// changes are merged and sent together (at most ~25 notes frames a second, however fast
-// anyone types, well under the server's rate limit).
-const NOTES_FLUSH_MS = 40;
 const AWARENESS_FLUSH_MS = 120;
 const SAVE_MS = 400;
 
@@ -74,26 +70,26 @@ const editorTheme = EditorView.theme({
 
 export class Notes {
   /**
-   * @param {{parent: HTMLElement, client: import("./protocol.js").RoomClient, storage: any}} opts
+   * @param {{parent: HTMLElement, status?: HTMLElement | null,
+   *   client: import("./protocol.js").RoomClient, storage: any}} opts
+   * `status` shows what the wire side has to say (not saved yet, refused).
    */
-  constructor({ parent, client, storage }) {
+  constructor({ parent, status = null, client, storage }) {
     this.parent = parent;
+    this.statusEl = status;
     this.client = client;
     this.storage = storage;
     this.sessionId = null;
     this.doc = null;
+    this.sync = null;
     this.awareness = null;
     this.view = null;
     this.me = null;
     this.editable = new Compartment();
     this.readOnly = false;
-    this.pending = [];
-    this.notesTimer = null;
-    this.lastNotesSent = 0;
     this.awarenessDirty = false;
     this.awarenessTimer = null;
     this.saveTimer = null;
-    this.resyncTimer = null;
   }
 
   /** Build a fresh document (and editor) for a session, restoring a saved copy if any. */
@@ -115,15 +111,9 @@ export class Notes {
       const colors = COLORS[this.me.role] || COLORS.mentor;
       awareness.setLocalStateField("user", { name: this.me.name, ...colors });
     }
-    doc.on("update", (update, origin) => {
-      this._scheduleSave();
-      if (origin === REMOTE) return;
-      this.pending.push(update);
-      if (this.notesTimer) return;
-      const wait = this.lastNotesSent + NOTES_FLUSH_MS - Date.now();
-      if (wait <= 0) this._flushNotes();
-      else this.notesTimer = setTimeout(() => this._flushNotes(), wait);
-    });
+    doc.on("update", () => this._scheduleSave());
+    const sync = new NotesSync({ doc, send: (frame) => this.client.send(frame) });
+    sync.addEventListener("status", (ev) => this._showStatus(ev.detail));
     awareness.on("update", (_changes, origin) => {
       if (origin !== "local") return;
       this.awarenessDirty = true;
@@ -160,6 +150,7 @@ export class Notes {
     this.view = new EditorView({ state, parent: this.parent });
     this._markEmpty(state.doc.length === 0);
     this.doc = doc;
+    this.sync = sync;
     this.ytext = ytext;
     this.awareness = awareness;
   }
@@ -168,27 +159,37 @@ export class Notes {
     this.parent.dataset.empty = String(empty);
   }
 
+  _showStatus({ state, message }) {
+    const el = this.statusEl;
+    if (!el) return;
+    el.dataset.state = state;
+    el.replaceChildren();
+    el.hidden = !message;
+    if (!message) return;
+    el.append(document.createTextNode(message));
+    if (state === "rejected") {
+      const close = document.createElement("button");
+      close.type = "button";
+      close.className = "banner-close";
+      close.setAttribute("aria-label", "Dismiss this message");
+      close.textContent = "×";
+      close.addEventListener("click", () => this._showStatus({ state: "ok", message: "" }));
+      el.append(close);
+    }
+  }
+
   _destroy() {
-    for (const t of ["notesTimer", "awarenessTimer", "saveTimer", "resyncTimer"]) {
+    for (const t of ["awarenessTimer", "saveTimer"]) {
       if (this[t]) clearTimeout(this[t]);
       this[t] = null;
     }
-    this.pending = [];
+    if (this.sync) this.sync.destroy();
     if (this.view) this.view.destroy();
     if (this.awareness) this.awareness.destroy();
     if (this.doc) this.doc.destroy();
-    this.view = this.awareness = this.doc = null;
+    this.view = this.awareness = this.doc = this.sync = null;
     this.parent.replaceChildren();
-  }
-
-  _flushNotes() {
-    this.notesTimer = null;
-    if (!this.pending.length) return;
-    this.lastNotesSent = Date.now();
-    const update = this.pending.length === 1 ? this.pending[0] : Y.mergeUpdates(this.pending);
-    this.pending = [];
-    // Not live: dropped here, and sent again after the next welcome as part of the diff.
-    this.client.send({ t: "notes", u: update });
+    this._showStatus({ state: "ok", message: "" });
   }
 
   _flushAwareness() {
@@ -226,48 +227,21 @@ export class Notes {
       this.awareness.setLocalStateField("user", { name: this.me.name, ...colors });
     }
     // What the local document holds that the welcome's state lacks (offline edits, updates
-    // that never reached the server), as one update; then take the server's state.
-    const server = new Y.Doc();
-    let missing = null;
-    try {
-      Y.applyUpdate(server, serverState);
-      missing = Y.encodeStateAsUpdate(this.doc, Y.encodeStateVector(server));
-      Y.applyUpdate(this.doc, serverState, REMOTE);
-    } catch (err) {
-      console.warn("notes: bad welcome state", err);
-    } finally {
-      server.destroy();
-    }
-    // Local edits not flushed yet are part of `missing`.
-    if (this.notesTimer) clearTimeout(this.notesTimer);
-    this.notesTimer = null;
-    this.pending = [];
-    if (missing && missing.length > 2) this.client.send({ t: "notes", u: missing });
+    // that never reached the server) goes out as one update; then the server's state is taken.
+    this.sync.onWelcome(serverState);
     this._sendOwnAwareness();
   }
 
   onFrame(frame) {
     if (!this.doc) return;
-    if (frame.t === "notes" && frame.u instanceof Uint8Array) {
-      try {
-        Y.applyUpdate(this.doc, frame.u, REMOTE);
-      } catch (err) {
-        console.warn("notes: bad update", err);
-      }
-    } else if (frame.t === "awareness" && frame.u instanceof Uint8Array) {
+    if (frame.t === "awareness" && frame.u instanceof Uint8Array) {
       try {
         applyAwarenessUpdate(this.awareness, frame.u, REMOTE);
       } catch (err) {
         console.warn("notes: bad awareness update", err);
       }
-    } else if (frame.t === "error" && (frame.code === "rate_limited" || frame.code === "notes_rejected")) {
-      // A notes frame may have been dropped: send our whole state once (idempotent).
-      if (!this.resyncTimer) {
-        this.resyncTimer = setTimeout(() => {
-          this.resyncTimer = null;
-          if (this.doc) this.client.send({ t: "notes", u: Y.encodeStateAsUpdate(this.doc) });
-        }, 1000);
-      }
+    } else {
+      this.sync.onFrame(frame);
     }
   }
 

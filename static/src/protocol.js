@@ -1,9 +1,26 @@
 // The wire client: one room socket (menteo.v1.msgpack), reconnect with backoff, resume from the
-// last seq, re-send unacknowledged chats with their original ids, de-duplicate durable events.
-// It knows nothing about the page: the room listens to its events.
+// last seq, re-send unacknowledged chats with their original ids, deliver durable events once
+// each and in seq order (waiting briefly for a missing one). It knows nothing about the page:
+// the room listens to its events. The socket, clock and network are injected, so the same code
+// runs under `node --test` with fakes.
 import { decode, encode } from "@msgpack/msgpack";
+import { Backoff } from "./backoff.js";
+import { systemClock } from "./clock.js";
+import { EventSequencer } from "./sequencer.js";
 
 export const SUBPROTOCOL = "menteo.v1.msgpack";
+
+/** How long a missing seq may take to arrive before the client resumes from the last one. */
+export const GAP_WAIT_MS = 1500;
+export const RECONNECT_MIN_MS = 500;
+export const RECONNECT_MAX_MS = 15000;
+/** A connection that lived this long after its welcome was healthy: the backoff starts over. */
+export const HEALTHY_AFTER_MS = 10000;
+export const CHAT_RETRY_MS = 1000;
+const PING_EVERY_MS = 15000;
+const PONG_WITHIN_MS = 8000;
+const CONNECT_WITHIN_MS = 10000;
+const SOCKET_OPEN = 1; // WebSocket.OPEN (Node 20 has no WebSocket global)
 
 // Close codes after which reconnecting cannot help.
 const FATAL = {
@@ -11,12 +28,6 @@ const FATAL = {
   4403: "You are not a member of this room. Check that you opened your own link.",
   4409: "This room was opened in another tab or window. Continue there, or use it here instead.",
 };
-
-const BACKOFF_FIRST_MS = 500;
-const BACKOFF_MAX_MS = 10000;
-const PING_EVERY_MS = 15000;
-const PONG_WITHIN_MS = 8000;
-const CONNECT_WITHIN_MS = 10000;
 
 /** A random id usable outside secure contexts too (crypto.randomUUID needs one). */
 export function newId() {
@@ -36,39 +47,91 @@ export function wsUrl(pairId) {
   return `${scheme}//${window.location.host}/ws/rooms/${encodeURIComponent(pairId)}`;
 }
 
+/** The browser's idea of the network: navigator.onLine and the online/offline events. */
+export function browserNetwork() {
+  if (typeof window === "undefined") return null;
+  return {
+    isOnline: () => navigator.onLine !== false,
+    listen(onOnline, onOffline) {
+      window.addEventListener("online", onOnline);
+      window.addEventListener("offline", onOffline);
+      return () => {
+        window.removeEventListener("online", onOnline);
+        window.removeEventListener("offline", onOffline);
+      };
+    },
+  };
+}
+
 /**
  * Events (EventTarget, detail in event.detail):
  *  state        {state: "connecting"|"live"|"reconnecting"|"ended"|"failed", retryInMs?}
- *  welcome      {welcome, newSession: bool, previousSessionId}
- *  event        a durable event (chat/presence/ended), once each, in seq order
- *  ack          {id, seq}
- *  frame        any live frame (typing, notes, awareness, signal, error, pong)
+ *  welcome      {welcome, newSession: bool, firstWelcome: bool, previousSessionId}
+ *  event        a durable event (chat/presence/ended/…), once each, in seq order; never a void
+ *  ack          {id, seq}, once per chat sent (from the ack or from its own event, whichever
+ *               comes first)
+ *  frame        any live frame (typing, notes, awareness, signal, error, off-the-record chat)
  *  fatal        {code, message}
  *  ended        the ended event (also sent as "event")
+ *  chat-failed  {id, message}: the server refused a chat for good
+ *  orphans      {stored, resend}: chats left unacked by a session that has since ended
  */
 export class RoomClient extends EventTarget {
-  constructor({ pairId, token, storage = null }) {
+  /**
+   * @param {object} opts
+   * @param {string} opts.pairId
+   * @param {string} opts.token
+   * @param {{load(): any, save(obj: any): void, clear(): void} | null} [opts.storage]
+   *   what must survive a reload
+   * @param {string | null} [opts.url] the WebSocket URL (default: this page's server)
+   * @param {(url: string, protocols: string[]) => any} [opts.createSocket]
+   * @param {import("./clock.js").Clock} [opts.clock]
+   * @param {() => number} [opts.random] for the backoff's jitter
+   * @param {ReturnType<typeof browserNetwork>} [opts.network] null: always online
+   * @param {typeof fetch} [opts.fetch]
+   */
+  constructor({
+    pairId,
+    token,
+    storage = null,
+    url = null,
+    createSocket = (address, protocols) => new WebSocket(address, protocols),
+    clock = systemClock,
+    random = Math.random,
+    network = browserNetwork(),
+    fetch = (...args) => globalThis.fetch(...args),
+  }) {
     super();
     this.pairId = pairId;
     this.token = token;
-    this.storage = storage; // {load(), save(obj)} for what must survive a reload
+    this.storage = storage;
+    this.url = url;
+    this.createSocket = createSocket;
+    this.clock = clock;
+    this.network = network;
+    this.fetch = fetch;
+    this.backoff = new Backoff({ minMs: RECONNECT_MIN_MS, maxMs: RECONNECT_MAX_MS, random });
+    this.sequencer = new EventSequencer();
     this.ws = null;
     this.state = "connecting";
     this.sessionId = null;
-    this.lastSeq = 0;
     this.head = 0;
     this.user = null;
     this.welcome = null;
+    this.welcomedAt = null; // clock time of the current connection's welcome
     this.unacked = new Map(); // id -> text, in send order
-    this.attempt = 0;
     this.everLive = false;
+    this.endedSeen = false;
     this.stopped = false;
-    this.timer = null;
+    this.reconnectTimer = null;
+    this.connectTimer = null;
+    this.gapTimer = null;
+    this.gapFrom = 0; // the lastSeq the running gap timer waits to move past
     this.pingTimer = null;
     this.pongTimer = null;
-    this.connectTimer = null;
-    this.restored = false;
+    this.unlistenNetwork = null;
     const saved = storage ? storage.load() : null;
+    this.restoredSessionId = null;
     if (saved && saved.sessionId && Array.isArray(saved.unacked)) {
       this.restoredSessionId = saved.sessionId;
       for (const item of saved.unacked) {
@@ -76,21 +139,27 @@ export class RoomClient extends EventTarget {
           this.unacked.set(item.id, item.text);
         }
       }
-    } else {
-      this.restoredSessionId = null;
     }
     this._onOnline = () => {
       if (this.stopped || this.state === "live") return;
-      this._clearTimer();
-      this.attempt = 0;
+      this._endConnection("online"); // a half-made attempt: start afresh now
+      this._clearReconnect();
+      this.backoff.reset();
       this._connect();
     };
     this._onOffline = () => {
-      if (this.stopped) return;
-      if (this.ws) this._drop("offline");
+      if (!this.stopped && this.ws) this._drop("offline");
     };
-    window.addEventListener("online", this._onOnline);
-    window.addEventListener("offline", this._onOffline);
+    this._listenNetwork();
+  }
+
+  /** The seq of the last durable event delivered. */
+  get lastSeq() {
+    return this.sequencer.lastSeq;
+  }
+
+  get live() {
+    return this.state === "live" && this.ws !== null && this.ws.readyState === SOCKET_OPEN;
   }
 
   _emit(type, detail) {
@@ -110,6 +179,17 @@ export class RoomClient extends EventTarget {
     });
   }
 
+  _listenNetwork() {
+    if (this.network && !this.unlistenNetwork) {
+      this.unlistenNetwork = this.network.listen(this._onOnline, this._onOffline);
+    }
+  }
+
+  _unlistenNetwork() {
+    if (this.unlistenNetwork) this.unlistenNetwork();
+    this.unlistenNetwork = null;
+  }
+
   start() {
     this._connect();
   }
@@ -117,59 +197,49 @@ export class RoomClient extends EventTarget {
   /** Stop for good (ended or fatal): no more reconnects. */
   stop() {
     this.stopped = true;
-    this._clearTimer();
-    this._stopPing();
-    window.removeEventListener("online", this._onOnline);
-    window.removeEventListener("offline", this._onOffline);
-    const ws = this.ws;
-    this.ws = null;
-    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
+    this._clearReconnect();
+    this._unlistenNetwork();
+    this._endConnection("stop", 1000);
   }
 
   /** Reconnect now after a stop (e.g. "use here" after 4409, or a new session after ended). */
   restart({ fresh = false } = {}) {
     this.stop();
     this.stopped = false;
-    this.attempt = 0;
+    this.backoff.reset();
     if (fresh) {
       this.sessionId = null;
-      this.lastSeq = 0;
+      this.sequencer.reset();
       this.everLive = false;
+      this.endedSeen = false;
     }
-    window.addEventListener("online", this._onOnline);
-    window.addEventListener("offline", this._onOffline);
+    this._listenNetwork();
     this._setState(this.everLive ? "reconnecting" : "connecting");
     this._connect();
   }
 
-  get live() {
-    return this.state === "live" && this.ws && this.ws.readyState === WebSocket.OPEN;
-  }
-
-  _clearTimer() {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-  }
+  // ---- the connection ------------------------------------------------------------------------
 
   _connect() {
     if (this.stopped) return;
-    this._clearTimer();
-    if (typeof navigator !== "undefined" && navigator.onLine === false) {
-      // Wait for the "online" event; try now and then anyway in case onLine is wrong.
-      this._schedule(BACKOFF_MAX_MS);
+    this._clearReconnect();
+    if (this.network && !this.network.isOnline()) {
+      // Wait for the "online" event; try now and then anyway in case the browser is wrong.
+      this._scheduleReconnect(RECONNECT_MAX_MS);
       return;
     }
     let ws;
     try {
-      ws = new WebSocket(wsUrl(this.pairId), [SUBPROTOCOL]);
-    } catch (err) {
-      this._schedule();
+      ws = this.createSocket(this.url ?? wsUrl(this.pairId), [SUBPROTOCOL]);
+    } catch {
+      this._scheduleReconnect();
       return;
     }
     ws.binaryType = "arraybuffer";
     this.ws = ws;
-    this.connectTimer = setTimeout(() => {
-      if (this.ws === ws && this.state !== "live") this._drop("connect timeout");
+    this.connectTimer = this.clock.setTimeout(() => {
+      this.connectTimer = null;
+      if (this.ws === ws && this.welcomedAt === null) this._drop("connect timeout");
     }, CONNECT_WITHIN_MS);
     ws.onopen = () => {
       if (this.ws !== ws) return;
@@ -191,90 +261,105 @@ export class RoomClient extends EventTarget {
     };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
-      this.ws = null;
-      this._onClose(ev.code, ev.reason);
+      this._endConnection("closed");
+      this._onClose(ev.code);
     };
     ws.onerror = () => {
       /* a close event follows */
     };
   }
 
-  _schedule(delayMs = null) {
-    if (this.stopped) return;
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
-    const delay = delayMs ?? Math.round(base * (0.5 + Math.random() * 0.5));
-    this.attempt = Math.min(this.attempt + 1, 10);
-    this._clearTimer();
-    this.timer = setTimeout(() => this._connect(), delay);
-    this._setState(this.everLive ? "reconnecting" : "connecting", { retryInMs: delay });
-  }
-
-  /** Give up on the current socket (dead, offline, gap) and reconnect. */
-  _drop(why) {
+  /** Forget the current socket and everything tied to it; close it if it is still open. */
+  _endConnection(why, code = 4000) {
     const ws = this.ws;
     this.ws = null;
     this._stopPing();
-    if (this.connectTimer) clearTimeout(this.connectTimer);
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    if (this.connectTimer) this.clock.clearTimeout(this.connectTimer);
+    if (this.gapTimer) this.clock.clearTimeout(this.gapTimer);
+    this.connectTimer = this.gapTimer = null;
+    this.sequencer.dropHeld(); // the resume replays them
+    if (this.welcomedAt !== null && this.clock.now() - this.welcomedAt >= HEALTHY_AFTER_MS) {
+      this.backoff.reset();
+    }
+    this.welcomedAt = null;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    if (ws.readyState <= SOCKET_OPEN) {
       try {
-        ws.close(4000, why);
+        ws.close(code, why);
       } catch {
         /* already closing */
       }
     }
-    if (this.stopped) return;
-    if (why === "gap") {
-      this._setState("reconnecting");
-      this._connect();
-      return;
-    }
-    this._schedule();
   }
 
-  _onClose(code, reason) {
-    this._stopPing();
-    if (this.connectTimer) clearTimeout(this.connectTimer);
+  _clearReconnect() {
+    if (this.reconnectTimer) this.clock.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+  }
+
+  /** Try again after the backoff's next delay (and at least `atLeastMs`). */
+  _scheduleReconnect(atLeastMs = 0) {
+    if (this.stopped) return;
+    const delay = Math.max(atLeastMs, this.backoff.next());
+    this._clearReconnect();
+    this.reconnectTimer = this.clock.setTimeout(() => {
+      this.reconnectTimer = null;
+      this._connect();
+    }, delay);
+    this._setState(this.everLive ? "reconnecting" : "connecting", { retryInMs: delay });
+  }
+
+  /** Give up on the current socket (dead, offline, a gap that did not fill) and resume. */
+  _drop(why) {
+    this._endConnection(why);
+    this._scheduleReconnect();
+  }
+
+  _onClose(code) {
     if (this.stopped) return;
     if (FATAL[code]) {
       this.stopped = true;
-      this._emit("fatal", { code, reason, message: FATAL[code] });
+      this._unlistenNetwork();
+      this._emit("fatal", { code, message: FATAL[code] });
       this._setState("failed", { code });
       return;
     }
     if (code === 1000 && this.endedSeen) {
       this.stopped = true;
+      this._unlistenNetwork();
       this._setState("ended");
       return;
     }
-    if (code === 4429) {
-      this._schedule(BACKOFF_MAX_MS);
-      return;
-    }
-    this._schedule();
+    this._scheduleReconnect(code === 4429 ? RECONNECT_MAX_MS : 0);
   }
 
   _startPing() {
     this._stopPing();
-    this.pingTimer = setInterval(() => {
+    this.pingTimer = this.clock.setInterval(() => {
       if (!this.live) return;
       this._sendRaw({ t: "ping" });
       if (!this.pongTimer) {
-        this.pongTimer = setTimeout(() => this._drop("no pong"), PONG_WITHIN_MS);
+        this.pongTimer = this.clock.setTimeout(() => {
+          this.pongTimer = null;
+          this._drop("no pong");
+        }, PONG_WITHIN_MS);
       }
     }, PING_EVERY_MS);
   }
 
   _stopPing() {
-    if (this.pingTimer) clearInterval(this.pingTimer);
-    if (this.pongTimer) clearTimeout(this.pongTimer);
+    if (this.pingTimer) this.clock.clearInterval(this.pingTimer);
+    if (this.pongTimer) this.clock.clearTimeout(this.pongTimer);
     this.pingTimer = null;
     this.pongTimer = null;
   }
 
+  // ---- sending -------------------------------------------------------------------------------
+
   _sendRaw(frame) {
     const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    if (!ws || ws.readyState !== SOCKET_OPEN) return false;
     ws.send(encode(frame));
     return true;
   }
@@ -294,54 +379,48 @@ export class RoomClient extends EventTarget {
     return id;
   }
 
+  // ---- receiving -----------------------------------------------------------------------------
+
   _onFrame(frame) {
     // Any frame proves the socket is alive.
     if (this.pongTimer) {
-      clearTimeout(this.pongTimer);
+      this.clock.clearTimeout(this.pongTimer);
       this.pongTimer = null;
     }
-    switch (frame.t) {
-      case "welcome":
-        this._onWelcome(frame);
-        return;
-      case "chat":
-      case "presence":
-      case "ended":
-        if (typeof frame.seq === "number") {
-          this._onDurable(frame);
-          return;
-        }
-        break;
-      case "ack":
-        if (this.unacked.delete(frame.id)) this._persist();
-        this._emit("ack", { id: frame.id, seq: frame.seq });
-        return;
-      case "pong":
-        if (typeof frame.head === "number" && frame.head > this.lastSeq) {
-          // Something was missed: resume from what we have.
-          this._drop("gap");
-        }
-        return;
-      case "error":
-        this._onError(frame);
-        break;
-      default:
-        break;
+    if (frame.t === "welcome") {
+      this._onWelcome(frame);
+    } else if (frame.t === "ack") {
+      this._acked(frame.id, frame.seq);
+    } else if (typeof frame.seq === "number") {
+      this._onDurable(frame);
+    } else if (frame.t === "pong") {
+      // A head past what we have means something is missing: the same rule as a seq gap.
+      this.sequencer.expect(frame.head);
+      this._watchGap();
+    } else {
+      if (frame.t === "error") this._onError(frame);
+      this._emit("frame", frame);
     }
-    this._emit("frame", frame);
+  }
+
+  _acked(id, seq) {
+    if (!this.unacked.delete(id)) return; // already acked, or not ours
+    this._persist();
+    this._emit("ack", { id, seq });
   }
 
   _onWelcome(w) {
-    if (this.connectTimer) clearTimeout(this.connectTimer);
+    if (this.connectTimer) this.clock.clearTimeout(this.connectTimer);
+    this.connectTimer = null;
     const previousSessionId = this.sessionId || this.restoredSessionId;
     const newSession = previousSessionId !== null && previousSessionId !== w.session_id;
     const firstWelcome = this.welcome === null;
-    if (this.sessionId !== w.session_id) this.lastSeq = 0;
+    if (this.sessionId !== w.session_id) this.sequencer.reset();
     this.sessionId = w.session_id;
     this.head = w.head;
     this.user = w.user;
     this.welcome = w;
-    this.attempt = 0;
+    this.welcomedAt = this.clock.now();
     this.everLive = true;
     this.restoredSessionId = null;
     const orphans = newSession ? Array.from(this.unacked, ([id, text]) => ({ id, text })) : [];
@@ -359,7 +438,7 @@ export class RoomClient extends EventTarget {
   async _recoverOrphans(oldSessionId, orphans) {
     let stored = new Set();
     try {
-      const res = await fetch(`/api/sessions/${encodeURIComponent(oldSessionId)}/transcript`, {
+      const res = await this.fetch(`/api/sessions/${encodeURIComponent(oldSessionId)}/transcript`, {
         headers: { Authorization: `Bearer ${this.token}` },
       });
       if (res.ok) {
@@ -382,22 +461,43 @@ export class RoomClient extends EventTarget {
     this._persist();
   }
 
-  _onDurable(e) {
-    if (e.seq <= this.lastSeq) return; // already applied
-    if (e.seq > this.lastSeq + 1) {
-      this._drop("gap");
-      return;
+  _onDurable(event) {
+    for (const ready of this.sequencer.push(event)) {
+      this._deliver(ready);
+      if (this.stopped) return; // the page stopped us (the session ended)
     }
-    this.lastSeq = e.seq;
-    if (e.t === "chat" && this.user && e.from === this.user.id && this.unacked.delete(e.id)) {
-      this._persist();
-    }
+    this._watchGap();
+  }
+
+  _deliver(e) {
+    if (e.t === "void") return; // a seq the server could not fill: it only moves lastSeq
+    const ownChat = e.t === "chat" && this.user && e.from === this.user.id && this.unacked.has(e.id);
     if (e.t === "ended") this.endedSeen = true;
     this._emit("event", e);
+    if (ownChat) this._acked(e.id, e.seq);
     if (e.t === "ended") {
       this._stopPing();
       this._emit("ended", e);
     }
+  }
+
+  /**
+   * While a seq is missing, wait up to GAP_WAIT_MS for it (events after it are held back), then
+   * resume from the last seq delivered. The wait starts over whenever the hole moves forward.
+   */
+  _watchGap() {
+    if (!this.sequencer.hasGap || !this.ws) {
+      if (this.gapTimer) this.clock.clearTimeout(this.gapTimer);
+      this.gapTimer = null;
+      return;
+    }
+    if (this.gapTimer && this.gapFrom === this.lastSeq) return;
+    if (this.gapTimer) this.clock.clearTimeout(this.gapTimer);
+    this.gapFrom = this.lastSeq;
+    this.gapTimer = this.clock.setTimeout(() => {
+      this.gapTimer = null;
+      if (this.sequencer.hasGap) this._drop("gap");
+    }, GAP_WAIT_MS);
   }
 
   _onError(err) {
@@ -415,11 +515,11 @@ export class RoomClient extends EventTarget {
       this.unacked.has(err.ref)
     ) {
       const id = err.ref;
-      setTimeout(() => {
+      this.clock.setTimeout(() => {
         if (this.unacked.has(id) && this.state === "live") {
           this._sendRaw({ t: "chat", id, text: this.unacked.get(id) });
         }
-      }, 1000);
+      }, CHAT_RETRY_MS);
     }
   }
 

@@ -129,7 +129,9 @@ async function sessionPage() {
     }
     if (item) timeline.append(item);
   }
-  $("#timeline-count").textContent = `${events.length} event${events.length === 1 ? "" : "s"}`;
+  // Counts what is shown: a void (a seq the server could not fill) is not an event to a reader.
+  const shown = timeline.children.length;
+  $("#timeline-count").textContent = `${shown} event${shown === 1 ? "" : "s"}`;
 
   const notesBox = $("#notes");
   if (notes && notes.trim()) notesBox.append(renderMarkdown(notes));

@@ -40,6 +40,7 @@ const el = {
   send: $("#chat-send"),
   chatHint: $("#chat-hint"),
   notesHost: $("#notes"),
+  notesStatus: $("#notes-status"),
   callPanel: $("#call-panel"),
   stageOverlay: $("#stage-overlay"),
   stageAvatar: $("#stage-avatar"),
@@ -58,7 +59,7 @@ const el = {
 
 const storage = pageStorage(`menteo:room:${pairId}`);
 const client = new RoomClient({ pairId, token, storage });
-const notes = new Notes({ parent: el.notesHost, client, storage });
+const notes = new Notes({ parent: el.notesHost, status: el.notesStatus, client, storage });
 const call = new Call({
   client,
   storage,

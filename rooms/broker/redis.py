@@ -19,7 +19,7 @@ store is the source of truth, and the hub repairs from it). ``publish`` never bl
 raises: messages go through one ordered queue drained by one publisher task that pipelines the
 ``PUBLISH`` commands; while Redis is down they are dropped and counted. The coordination calls
 (``allocate_seq``, ``forget``, ``claim``, ``release``, ``holder``) raise
-:class:`~rooms.broker.BrokerUnavailable` while Redis is down.
+:class:`~rooms.broker.base.BrokerUnavailable` while Redis is down.
 
 A claim records the node that made it; every node keeps a heartbeat key with an expiry, so a
 claim whose node stopped beating reads as free: the members of a dead node are seen as gone.
@@ -27,6 +27,13 @@ A node remembers the claims it holds: when a heartbeat finds its previous one go
 restarted empty, or lost the key), it puts back those of its claims that are missing, within
 one heartbeat period (``node_ttl / 3``), before other nodes' sweeps (two, ``node_ttl / 2``
 apart) could take its live members for the members of a dead node.
+
+The heartbeat is also this node's lease: :attr:`RedisBroker.leased` holds while the last
+heartbeat write that succeeded started less than ``node_ttl`` ago (on a monotonic clock, so
+never later than Redis expires the key). A timer reports the loss to ``on_lease`` the moment
+the lease runs out, and the first heartbeat that lands afterwards reports it back. The claims
+held when it was lost are void (other nodes may have swept those members already): they are
+released when it is back, never put back.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from rooms.broker import BrokerUnavailable, Handler, _safe_call
+from rooms.broker.base import BrokerUnavailable, Handler, _safe_call
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,8 @@ class RedisBroker:
         self.on_reconnect = on_reconnect
         """Called (sync, or a coroutine function) after a lost pub/sub connection is back and
         subscribed again to every current channel: whatever was published meanwhile is lost."""
+        self.on_lease: Callable[[bool], object] | None = None
+        """Called (sync) with ``False`` when the lease is lost and ``True`` when it is back."""
         # counters, for logs and metrics
         self.dropped = 0  # messages not published because Redis was down or the queue full
         self.reconnects = 0  # pub/sub connections re-established after a loss
@@ -154,8 +163,14 @@ class RedisBroker:
         self._publisher: asyncio.Task[None] | None = None
         self._heart: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self._alive = False  # whether the last heartbeat write succeeded
+        self._beat_ok = False  # whether the last heartbeat write succeeded (for the logs)
+        self._beat_timeout = min(node_ttl / 3, self.command_timeout)
+        self._last_beat: float | None = None  # monotonic start of the last heartbeat that landed
+        self._reported: bool | None = None  # the lease as last reported; None: not started
+        self._lease_timer: asyncio.TimerHandle | None = None
         self._claimed: dict[tuple[str, str], str] = {}  # (room, user) -> conn, held by this node
+        self._void: dict[tuple[str, str], str] = {}  # claims held when the lease was lost
+        self._reclaim_pending = False
         self._publish_down = False
 
     # keys -----------------------------------------------------------------------------------------
@@ -186,9 +201,10 @@ class RedisBroker:
         return self._sub is not None and self._sub.is_connected
 
     @property
-    def alive(self) -> bool:
-        """Whether this node's last heartbeat reached Redis."""
-        return self._alive
+    def leased(self) -> bool:
+        """Whether this node's last heartbeat that landed is younger than ``node_ttl``."""
+        last = self._last_beat
+        return last is not None and time.monotonic() - last < self.node_ttl
 
     # lifecycle ------------------------------------------------------------------------------------
     async def __aenter__(self) -> RedisBroker:
@@ -221,12 +237,17 @@ class RedisBroker:
         self._reader = asyncio.create_task(self._read_forever(connected), name="broker-reader")
         self._publisher = asyncio.create_task(self._publish_forever(), name="broker-publisher")
         self._heart = asyncio.create_task(self._beat_forever(), name="broker-heartbeat")
+        self._reported = self.leased
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._closing = True
+        self._reported = None  # a clean exit reports nothing
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+            self._lease_timer = None
         self._wake.set()
         if self._publisher is not None:  # let what is queued go out, within a bound
             await asyncio.wait([self._publisher], timeout=self.connect_timeout)
@@ -239,6 +260,8 @@ class RedisBroker:
         self._side_tasks.clear()
         self._handlers.clear()
         self._claimed.clear()
+        self._void.clear()
+        self._last_beat = None
         async with self._sub_lock:
             await self._drop_sub()
         if self._redis is not None:
@@ -484,25 +507,98 @@ class RedisBroker:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
-    # liveness -------------------------------------------------------------------------------------
+    # liveness and lease ---------------------------------------------------------------------------
     async def _beat(self) -> None:
+        started = time.monotonic()
         try:
-            previous = await self.redis.set(
-                self._node_key(self.node_id),
-                str(time.time()),
-                px=int(self.node_ttl * 1000),
-                get=True,
-            )
-            if previous is None and self._claimed:  # Redis lost our heartbeat: claims too?
-                await self._reclaim()
+            async with asyncio.timeout(self._beat_timeout):
+                previous = await self.redis.set(
+                    self._node_key(self.node_id),
+                    str(time.time()),
+                    px=int(self.node_ttl * 1000),
+                    get=True,
+                )
+        except Exception as exc:  # Redis away (or a bug): the lease runs out unless one lands
+            if not isinstance(exc, RedisError | OSError | TimeoutError):
+                log.exception("redis broker: heartbeat failed")
+            elif self._beat_ok:
+                log.warning("redis broker: heartbeat failed: %r", exc)
+            self._beat_ok = False
+            self._update_lease()
+            return
+        if not self._beat_ok:
+            log.info("redis broker: node %s is beating", self.node_id)
+        self._beat_ok = True
+        self._update_lease()  # a lease that ran out during the write is reported lost first
+        if previous is None and self.leased:  # Redis lost our heartbeat: our claims too?
+            self._reclaim_pending = True
+        if self._last_beat is None or started > self._last_beat:
+            self._last_beat = started
+        self._arm_lease_timer()
+        try:
+            await self._settle_claims()
         except (RedisError, OSError) as exc:
-            if self._alive:
-                log.warning("redis broker: heartbeat failed: %s", exc)
-            self._alive = False
+            log.warning("redis broker: could not settle this node's claims: %s", exc)
+        except Exception:
+            log.exception("redis broker: could not settle this node's claims")
+        self._update_lease()
+
+    def _arm_lease_timer(self) -> None:
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+        assert self._last_beat is not None
+        left = self._last_beat + self.node_ttl - time.monotonic()
+        # a little late rather than early: a timer that fires early re-arms itself
+        self._lease_timer = asyncio.get_running_loop().call_later(
+            max(left, 0.0) + 0.001, self._lease_timeout
+        )
+
+    def _lease_timeout(self) -> None:
+        self._lease_timer = None
+        if self.leased:
+            self._arm_lease_timer()
         else:
-            if not self._alive:
-                log.info("redis broker: node %s is alive", self.node_id)
-            self._alive = True
+            self._update_lease()
+
+    def _update_lease(self) -> None:
+        """Report a change of :attr:`leased` to ``on_lease``; a lost lease voids the claims."""
+        now = self.leased
+        if self._reported is None or now == self._reported:
+            return
+        self._reported = now
+        if now:
+            log.info("redis broker: node %s holds its lease", self.node_id)
+        else:
+            log.warning(
+                "redis broker: node %s lost its lease (no heartbeat for %ss)",
+                self.node_id,
+                self.node_ttl,
+            )
+            self._void.update(self._claimed)
+            self._claimed.clear()
+            self._reclaim_pending = False
+        hook = self.on_lease
+        if hook is not None:
+            try:
+                hook(now)
+            except Exception:
+                log.exception("redis broker: on_lease failed")
+
+    async def _settle_claims(self) -> None:
+        """Release the claims a lost lease voided; put back those that Redis lost."""
+        if self._void:
+            void = list(self._void.items())
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (room, user), conn in void:
+                    key = self._claims_key(room)
+                    await self._release(keys=[key], args=[user, conn], client=pipe)
+                await pipe.execute()
+            for item, conn in void:
+                if self._void.get(item) == conn:
+                    del self._void[item]
+        if self._reclaim_pending:
+            await self._reclaim()
+            self._reclaim_pending = False
 
     async def _reclaim(self) -> None:
         """Put back this node's claims that are missing (never over another's claim)."""
@@ -516,8 +612,12 @@ class RedisBroker:
             log.warning("redis broker: put back %d claim(s) that Redis had lost", restored)
 
     async def _beat_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.node_ttl / 3
+        started = loop.time()
         while True:
-            await asyncio.sleep(self.node_ttl / 3)
+            await asyncio.sleep(max(0.0, started + period - loop.time()))
+            started = loop.time()
             await self._beat()
 
     async def node_alive(self, node_id: str) -> bool:
@@ -572,6 +672,7 @@ class RedisBroker:
             self._claim(keys=[self._claims_key(room)], args=[user, f"{self.node_id}{SEP}{conn}"])
         )
         self._claimed[(room, user)] = conn
+        self._void.pop((room, user), None)
         if old is None:
             return None
         node, previous = _split(old)
@@ -582,9 +683,10 @@ class RedisBroker:
     async def release(self, room: str, user: str, conn: str) -> bool:
         if self._claimed.get((room, user)) == conn:  # even if Redis is down: never put it back
             del self._claimed[(room, user)]
-        return bool(
-            await self._call(self._release(keys=[self._claims_key(room)], args=[user, conn]))
-        )
+        released = await self._call(self._release(keys=[self._claims_key(room)], args=[user, conn]))
+        if self._void.get((room, user)) == conn:
+            del self._void[(room, user)]
+        return bool(released)
 
     async def holder(self, room: str, user: str) -> str | None:
         """The claim's connection, or ``None`` if there is none or its node is dead."""
@@ -603,11 +705,13 @@ class RedisBroker:
         return {user.decode(): _split(value) for user, value in raw.items()}
 
     async def ping(self) -> None:
-        """Raise :class:`BrokerUnavailable` unless Redis answers and the pub/sub connection is up
-        (for ``/readyz``)."""
+        """Raise :class:`BrokerUnavailable` unless Redis answers, the pub/sub connection is up
+        and this node holds its lease (for ``/readyz``)."""
         await self._call(self.redis.ping())
         if not self.connected:
             raise BrokerUnavailable("redis: the pub/sub connection is down")
+        if not self.leased:
+            raise BrokerUnavailable("redis: this node has lost its lease")
 
     async def _call(self, aw: Any) -> Any:
         try:
