@@ -350,10 +350,6 @@ class Store:
             seq = (await conn.execute(q)).scalar()
         return int(seq) if seq is not None else None
 
-    async def presence(self, session_id: str) -> dict[str, str]:
-        """Each member's last presence state in the session ("joined" or "left")."""
-        return {u: state for u, (state, _) in (await self.presence_seqs(session_id)).items()}
-
     async def presence_seqs(self, session_id: str) -> dict[str, tuple[str, int]]:
         """Each member's last presence state and the seq of that event."""
         q = (

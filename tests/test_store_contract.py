@@ -312,7 +312,7 @@ async def test_void_fills_a_seq_and_is_replayed(store: Store) -> None:
     # voids are not chats, and not a presence
     listed = await store.list_sessions(pair.id)
     assert [n for _, n in listed] == [2]
-    assert await store.presence(sid) == {}
+    assert await store.presence_seqs(sid) == {}
 
 
 async def test_void_and_late_original_in_one_batch(store: Store) -> None:
@@ -367,7 +367,7 @@ async def test_chat_seq_and_presence(store: Store) -> None:
     pair, sid = await new_session(store)
     mentor, mentee = pair.mentor_id, pair.mentee_id
     assert await store.chat_seq(sid, mentor, "m1") is None
-    assert await store.presence(sid) == {}
+    assert await store.presence_seqs(sid) == {}
     await store.write(
         [
             presence(sid, 1, mentor, "joined"),
@@ -396,12 +396,15 @@ async def test_chat_seq_and_presence(store: Store) -> None:
     assert await store.chat_seq(sid, mentor, "o1") is None
     assert await store.chat_seq(other, mentor, "o1") == 1
     assert await store.chat_seq(other, mentor, "m1") is None
-    assert await store.presence(sid) == {mentor: "joined", mentee: "left"}
+    assert {u: st for u, (st, _) in (await store.presence_seqs(sid)).items()} == {
+        mentor: "joined",
+        mentee: "left",
+    }
     # presence follows seq order, not insertion order
     _, sid2 = await new_session(store)
     await store.write([presence(sid2, 2, mentor, "left")])
     await store.write([presence(sid2, 1, mentor, "joined")])
-    assert await store.presence(sid2) == {mentor: "left"}
+    assert await store.presence_seqs(sid2) == {mentor: ("left", 2)}
 
 
 async def test_last_activity(store: Store) -> None:

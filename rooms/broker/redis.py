@@ -626,18 +626,6 @@ class RedisBroker:
             return True
         return bool(await self._call(self.redis.exists(self._node_key(node_id))))
 
-    async def alive_nodes(self) -> set[str]:
-        """The ids of the nodes whose heartbeat is current."""
-        head = self._node_key("")
-        pattern = _glob_escape(head) + "*"
-        found = set()
-        try:
-            async for key in self.redis.scan_iter(match=pattern, count=1000):
-                found.add(key.decode()[len(head) :])
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"redis: {exc}") from exc
-        return found
-
     # seq allocation -------------------------------------------------------------------------------
     async def allocate_seq(
         self,
@@ -724,7 +712,3 @@ def _split(value: bytes) -> tuple[str, str]:
     """A claim's value: (node id, connection id)."""
     node, _, conn = value.decode().partition(SEP)
     return node, conn
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
