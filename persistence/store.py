@@ -327,6 +327,16 @@ class Store:
         async with self.engine.connect() as conn:
             return int((await conn.execute(q)).scalar() or 0)
 
+    async def missing_seqs(self, session_id: str, head: int) -> list[int]:
+        """Seqs from 1 to ``head`` that hold no event (allocated, never stored)."""
+        where = EVENTS.c.session_id == session_id
+        async with self.engine.connect() as conn:
+            count = int((await conn.execute(select(func.count()).where(where))).scalar() or 0)
+            if count >= head:
+                return []
+            stored = set((await conn.execute(select(EVENTS.c.seq).where(where))).scalars())
+        return [seq for seq in range(1, head + 1) if seq not in stored]
+
     async def events(
         self, session_id: str, after: int = 0, upto: int | None = None, limit: int = 1000
     ) -> list[StoredEvent]:

@@ -188,7 +188,9 @@ class Connection:
     async def _fill(self, upto: int) -> None:
         while self.delivered < upto:
             try:
-                rows = await self._loader(self.delivered, upto)
+                # shielded: a read cancelled midway can leave its pooled SQLite connection in
+                # a read transaction, which holds back every WAL checkpoint
+                rows = await asyncio.shield(self._loader(self.delivered, upto))
             except Exception as exc:
                 log.warning("replay for %s failed: %r", self.id[:8], exc)
                 self.abort(Close.TRY_AGAIN, "the store is unavailable; reconnect and resume")

@@ -44,9 +44,9 @@ from rooms.room import (
     Room,
     Send,
     Welcome,
+    Write,
     is_stale,
 )
-from rooms.room import Store as StoreWrite
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class LiveRoom:
     timer: asyncio.TimerHandle | None = None
     timer_at: float | None = None
     finished: bool = False
+    joining: int = 0  # joins between building (or finding) the room and their welcome
 
 
 class Hub:
@@ -148,6 +149,21 @@ class Hub:
                 raise
             log.warning("join in %s failed: %r", pair_id, exc)
             raise Unavailable("the room is unavailable; retry") from None
+        try:
+            return await self._connect(live, transport, pair_id, user_id, fmt, hello)
+        finally:
+            live.joining -= 1
+            self._arm(live)
+
+    async def _connect(
+        self,
+        live: LiveRoom,
+        transport: Transport,
+        pair_id: str,
+        user_id: str,
+        fmt: Format,
+        hello: Frame,
+    ) -> Connection:
         room = live.room
         assert room is not None
         conn = Connection(
@@ -194,10 +210,11 @@ class Hub:
             if live is not None and live.room is not None and not live.finished:
                 if user_id not in live.room.members:
                     raise FatalError(Close.FORBIDDEN, "not a member of this room")
+                live.joining += 1  # not dropped before this join is welcomed (or refused)
                 return live
             if live is not None:
                 await self._drop(live)
-            return await self._build(pair_id, user_id)
+            return await self._build(pair_id, user_id)  # counts its join already
 
     async def _build(self, pair_id: str, user_id: str) -> LiveRoom:
         pair = await self.store.get_pair(pair_id)
@@ -214,7 +231,7 @@ class Hub:
         if is_stale(self.clock(), last, grace, any(c is not None for c in held.values())):
             await self.writer.write(EndSession(session.id, self.clock()))
             session = await self.store.start_session(pair_id, self.clock())
-        live = LiveRoom(pair_id, f"room:{pair_id}")
+        live = LiveRoom(pair_id, f"room:{pair_id}", joining=1)
         live.handler = lambda data: self._on_message(live, data)
         self.rooms[pair_id] = live
         try:
@@ -223,6 +240,9 @@ class Hub:
             head = await self.store.head(session.id)
             updates = await self.store.notes_updates(session.id)
             presence = await self.store.presence_seqs(session.id)
+            missing = await self.store.missing_seqs(session.id, head)
+            # claims after presence: a join stored meanwhile has its claim taken before it
+            held = {u: await self.broker.holder(pair_id, u) for u in members}
         except BaseException:
             await self._drop(live)
             raise
@@ -243,7 +263,7 @@ class Hub:
         for data in live.early:
             self._on_message(live, data)
         live.early.clear()
-        await self._run(live, room.started(held, now))
+        await self._run(live, room.started(held, now, missing))
         return live
 
     async def _drop(self, live: LiveRoom) -> None:
@@ -312,15 +332,16 @@ class Hub:
         await conn.stop()
         live = self.rooms.get(conn.pair_id)
         mine = live is not None and live.conns.get(conn.id) is conn
+        held_here = False
         try:
             released = await self.broker.release(conn.pair_id, conn.user_id, conn.id)
-        except Exception as exc:
+        except Exception as exc:  # the broker releases it once it can
             log.warning("release of %s in %s failed: %r", conn.user_id, conn.pair_id, exc)
             released = False
-        if not mine or live is None or live.room is None:
-            return  # replaced, or its session is over and this node dropped the room
-        del live.conns[conn.id]
-        await self._run(live, live.room.closed(conn.id, released, self.clock()))
+            held_here = self.broker.leased and mine  # still ours, as far as this node knows
+        if not mine or live is None or live.room is None or live.conns.pop(conn.id, None) is None:
+            return  # replaced (maybe during the release), or this node dropped the room
+        await self._run(live, live.room.closed(conn.id, released or held_here, self.clock()))
 
     # carrying out effects ----------------------------------------------------------------------
     async def _run(self, live: LiveRoom, effects: list[Effect]) -> None:
@@ -359,7 +380,7 @@ class Hub:
                     self.metrics.ack_latency(self.clock() - effect.since)
         elif isinstance(effect, Publish):
             self.broker.publish(live.channel, encode_message(effect.msg))
-        elif isinstance(effect, StoreWrite):
+        elif isinstance(effect, Write):
             self._store(live, room, effect)
         elif isinstance(effect, Welcome):
             conn = live.conns[effect.conn]
@@ -371,10 +392,7 @@ class Hub:
             self._close(live, effect)
         elif isinstance(effect, Finish):
             live.finished = True
-            if effect.forget:
-                self._spawn(self._forget(room.session_id))
-            if not live.conns:
-                self._spawn(self._drop(live))
+            self._spawn(self._forget(room.session_id))
         else:  # pragma: no cover - every effect is handled above or in _ask
             raise TypeError(f"unknown effect {effect!r}")
 
@@ -389,7 +407,7 @@ class Hub:
             del live.conns[effect.conn]
             conn.abort(effect.code, effect.reason)
 
-    def _store(self, live: LiveRoom, room: Room, effect: StoreWrite) -> None:
+    def _store(self, live: LiveRoom, room: Room, effect: Write) -> None:
         op = effect.op
         try:
             fut = self.writer.submit(effect.write, force=effect.force)
@@ -420,7 +438,7 @@ class Hub:
             if isinstance(effect, LookupChat):
                 user, cid = effect.user, effect.client_id
                 seq = await self.store.chat_seq(room.session_id, user, cid)
-                return room.chat_found(effect.op, seq)
+                return room.chat_found(effect.op, seq, self.clock())
             if isinstance(effect, CheckPeer):
                 holder = await self.broker.holder(room.pair_id, effect.user)
                 return room.peer_checked(effect.conn, effect.user, holder, effect.frame)
@@ -444,7 +462,7 @@ class Hub:
 
     async def _allocate(self, room: Room, effect: Allocate) -> list[Effect]:
         if self.writer.full():
-            return room.allocate_failed(effect.op)
+            return room.allocate_failed(effect.op, self.clock())
         try:
             seq, new = await self.broker.allocate_seq(
                 room.session_id,
@@ -455,7 +473,7 @@ class Hub:
         except Exception as exc:
             self.metrics.broker_error()
             log.warning("could not allocate a seq: %r", exc)
-            return room.allocate_failed(effect.op)
+            return room.allocate_failed(effect.op, self.clock())
         return room.allocated(effect.op, seq, new, self.clock())
 
     async def _read(self, session_id: str, load: Load) -> list[tuple[int, bytes]]:
@@ -475,7 +493,10 @@ class Hub:
             log.warning("could not forget session %s: %r", session_id, exc)
 
     def _arm(self, live: LiveRoom) -> None:
-        """Wake the room at its machine's next deadline."""
+        """Wake the room at its machine's next deadline; drop it once the machine is done."""
+        if live.room is not None and live.handler and not live.joining and live.room.droppable:
+            live.finished = True
+            self._spawn(self._drop(live))
         at = live.room.deadline() if live.room is not None and live.handler else None
         if at == live.timer_at:
             return

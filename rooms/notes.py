@@ -14,7 +14,12 @@ MAX_BYTES = 1024 * 1024
 
 
 class Notes:
-    """Pure state: updates in, full state and plain text out."""
+    """Pure state: the stored document, and the updates accepted but not stored yet.
+
+    ``doc`` holds only stored updates (what a welcome shows). A candidate update is checked
+    against a shadow document that also holds the pending ones, so updates sent in a burst
+    cannot pass the size cap together; the shadow is rebuilt only after a refusal.
+    """
 
     def __init__(
         self,
@@ -30,34 +35,68 @@ class Notes:
         for u in updates:
             self.doc.apply_update(u)
         self._state: bytes | None = None
+        self._pending: dict[int, bytes] = {}
+        self._shadow: pycrdt.Doc[pycrdt.Text] | None = None
+        self._size = 0  # an upper bound of the shadow's encoded size
 
-    def check(self, update: bytes) -> None:
-        """Raise :class:`NotesRejected` unless ``update`` is a Yjs update that touches only the
-        ``notes`` text and keeps the document within ``max_bytes``. Changes nothing."""
+    def check(self, token: int, update: bytes) -> None:
+        """Accept ``update`` as pending under ``token``, or raise :class:`NotesRejected` unless
+        it is a Yjs update that touches only the ``notes`` text and keeps the document (with
+        the other pending updates) within ``max_bytes``."""
         if len(update) > self.max_update:
             raise NotesRejected(f"a notes update may be at most {self.max_update} bytes")
-        trial: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+        shadow = self._shadow_doc()
+        before = shadow.get_state()
         try:
-            trial.apply_update(self.state())
-            trial.apply_update(update)
+            shadow.apply_update(update)
         except Exception:
-            raise NotesRejected("not a valid Yjs update") from None
-        if set(trial.keys()) - {ROOT}:
-            raise NotesRejected(f"only the {ROOT!r} text may be edited")
+            self._refused("not a valid Yjs update")
+        if update[:1] != b"\x00" and shadow.get_state() == before:
+            # it inserts, yet nothing of it could be integrated: it builds on an update the
+            # server never accepted, and would be stored as dead weight
+            self._refused("this update depends on one the server does not have")
+        if set(shadow.keys()) - {ROOT}:
+            self._refused(f"only the {ROOT!r} text may be edited")
         try:
-            trial.get(ROOT, type=pycrdt.Text)
+            shadow.get(ROOT, type=pycrdt.Text)
         except Exception:
-            raise NotesRejected(f"{ROOT!r} must be a text") from None
-        if len(trial.get_update()) > self.max_bytes:
-            raise NotesRejected(f"the notes may hold at most {self.max_bytes} bytes")
+            self._refused(f"{ROOT!r} must be a text")
+        self._size += len(update)
+        if self._size > self.max_bytes:
+            self._size = len(shadow.get_update())  # the bound was loose: measure
+            if self._size > self.max_bytes:
+                self._refused(f"the notes may hold at most {self.max_bytes} bytes")
+        self._pending[token] = update
+
+    def _refused(self, why: str) -> None:
+        self._shadow = None  # it may hold part of the refused update: rebuild it next time
+        raise NotesRejected(why)
+
+    def _shadow_doc(self) -> pycrdt.Doc[pycrdt.Text]:
+        if self._shadow is None:
+            shadow: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+            shadow.apply_update(self.state())
+            for u in self._pending.values():
+                shadow.apply_update(u)
+            self._shadow = shadow
+            self._size = len(self.state()) + sum(len(u) for u in self._pending.values())
+        return self._shadow
+
+    def settled(self, token: int, stored: bool) -> None:
+        """A pending update was stored (it is applied when it comes back) or was not."""
+        self._pending.pop(token, None)
+        if not stored:
+            self._shadow = None
 
     def apply(self, update: bytes) -> None:
-        """Merge one stored update (checked before it was stored)."""
+        """Merge one stored update (from this node or another)."""
         self.doc.apply_update(update)
         self._state = None
+        if self._shadow is not None:
+            self._shadow.apply_update(update)
 
     def state(self) -> bytes:
-        """The whole document as one Yjs update."""
+        """The whole stored document as one Yjs update."""
         if self._state is None:
             self._state = self.doc.get_update()
         return self._state

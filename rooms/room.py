@@ -6,7 +6,7 @@ allocated, a write stored or failed, a lookup answered, a message from another n
 machine never awaits, touches a socket or reads the clock; the time comes in as ``now``.
 
 A chat's life: ``Allocate`` (a seq from the broker, which also tells a retry apart) ->
-``Store`` (group commit) -> the sender's ack and ``Publish(Stored)`` -> every node delivers
+``Write`` (group commit) -> the sender's ack and ``Publish(Stored)`` -> every node delivers
 it in seq order. A seq that cannot be filled becomes a ``void`` event, so that every seq
 from 1 to head is an event: a gap that stays open past ``GAP_DEADLINE`` is voided too.
 """
@@ -28,7 +28,7 @@ from rooms.ratelimit import TokenBucket
 
 REPAIR_AFTER = 0.2  # a missing seq is looked up in the store after this long
 GAP_DEADLINE = 5.0  # ... and voided after this long (its node died before storing it)
-DEDUP_WINDOW = 1024  # chat ids remembered per room; older retries are looked up in the store
+DEDUP_WINDOW = 128  # chat ids remembered per room (a reconnect re-sends only its last few)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Allocate:
 
 
 @dataclass(frozen=True)
-class Store:
+class Write:
     """Queue a write; answer with ``stored`` or ``store_failed``. ``force``: past the backlog."""
 
     op: int | None
@@ -132,7 +132,7 @@ class CheckHolders:
     """Ask the broker which of ``users`` hold a connection; answer with ``holders``."""
 
     users: tuple[str, ...]
-    purpose: str  # "sweep" or "grace"
+    purpose: str  # "sweep", "grace" or "claim" (see ``Room.holders_checked``)
 
 
 @dataclass(frozen=True)
@@ -155,10 +155,7 @@ class Compact:
 
 @dataclass(frozen=True)
 class Finish:
-    """The session is over on this node: forget its seq counter (``forget``) and, once no
-    connection is left, drop the room."""
-
-    forget: bool
+    """The session is over: forget its seq counter and retry keys."""
 
 
 Effect = (
@@ -167,7 +164,7 @@ Effect = (
     | Deliver
     | CloseConn
     | Allocate
-    | Store
+    | Write
     | Publish
     | LookupChat
     | CheckPeer
@@ -243,6 +240,8 @@ class Room:
     _sweep_at: float | None = None
     _suspects: set[str] = field(default_factory=set)
     _checking_grace: bool = False
+    _holes: tuple[int, ...] = ()  # seqs found missing below head when the room was built
+    _holes_at: float | None = None
 
     def __post_init__(self) -> None:
         self.notes.max_update = self.config.notes_max_update
@@ -258,10 +257,26 @@ class Room:
 
     def deadline(self) -> float | None:
         """When ``tick`` next has something to do."""
-        times = [t for t in (self._grace_at, self._sweep_at, self._repair_at) if t is not None]
+        times = [self._sweep_at, self._holes_at]
+        if not self._checking_grace:  # not while the broker is being asked about it
+            times.append(self._grace_at)
         if self._gap_since is not None:
             times.append(self._gap_since + GAP_DEADLINE)
-        return min(times) if times else None
+            if not self._loading:
+                times.append(self._repair_at)
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    @property
+    def droppable(self) -> bool:
+        """Nothing left for this node to do: no connection here, nothing in flight, and the
+        session is over or lives on where its members are."""
+        return (
+            not self.conns
+            and not self._ops
+            and not self._early
+            and (self.ended or bool(self.remote))
+        )
 
     # a member comes and goes ----------------------------------------------------------------
     def connect(
@@ -300,7 +315,9 @@ class Room:
         if not replaced and user in self.present:
             # shown present, but no node holds its connection: that node died
             out += self._leave(user)
-        if not replaced or user not in self.present:
+        # a replacement is neither a leave nor a join; one elsewhere may have its join still
+        # on the way, so only a local one whose leave was stored meanwhile joins again
+        if not replaced or (old is not None and user not in self.present):
             self.present.add(user)
             body = {"user": self.members[user].as_dict(), "state": "joined"}
             out += self._append(_Op("presence", body, user, conn=conn))
@@ -330,7 +347,7 @@ class Room:
         out: list[Effect] = [Publish(Offline(self.session_id, user, conn, self.node))]
         if released and not (self.ended or self.ending) and user in self.present:
             out += self._leave(user)
-        out += self._maybe_idle(now)
+        self._maybe_idle(now)
         return out
 
     def _leave(self, user: str) -> list[Effect]:
@@ -341,24 +358,32 @@ class Room:
         key = f"left\x00{user}\x00{self.joined.get(user, 0)}"
         return self._append(_Op("presence", body, user, key=key))
 
-    def _maybe_idle(self, now: float) -> list[Effect]:
-        if self.conns:
-            return []
-        if self.ended or self.remote:
-            return [Finish(forget=False)]  # the room lives on where its members are
-        if not self.ending and self._grace_at is None:
+    def _maybe_idle(self, now: float) -> None:
+        """With nobody here or elsewhere, the grace period starts."""
+        if self.conns or self.ended or self.ending or self.remote:
+            return
+        if self._grace_at is None:
             self._grace_at = now + self.config.session_grace
-        return []
 
-    def started(self, held: dict[str, str | None], now: float) -> list[Effect]:
-        """The room was just built from the store; ``held``: each member's connection that
-        the broker knows of. A member shown present that no node holds left (its node died)."""
+    def started(
+        self, held: dict[str, str | None], now: float, missing: Sequence[int] = ()
+    ) -> list[Effect]:
+        """The room was just built from the store. ``held``: each member's connection that the
+        broker knows of (read after presence); a member shown present that no node holds left
+        (its node died). ``missing``: seqs below head that the store lacks; voided unless
+        they are filled within the gap deadline."""
         out: list[Effect] = []
         for user, conn in held.items():
+            if user in self.holders or user in self.remote:
+                continue  # heard of since (a message replayed from the build)
             if conn is not None:
                 self.remote[user] = conn
             elif user in self.present:
                 out += self._leave(user)
+        if missing:
+            self._holes = tuple(missing)
+            self._holes_at = now + GAP_DEADLINE
+        self._maybe_idle(now)
         return out
 
     def lease_lost(self) -> list[Effect]:
@@ -403,9 +428,10 @@ class Room:
         if t == "awareness":
             return self._relay(user, {"t": "awareness", "from": user, "u": frame["u"]})
         if t == "notes":
-            self.notes.check(frame["u"])
-            op = self._op(_Op("notes", {"u": frame["u"]}, user, conn=conn))
-            return [Store(op, StoredNotes(self.session_id, frame["u"]))]
+            op = self._next_op + 1
+            self.notes.check(op, frame["u"])
+            self._op(_Op("notes", {"u": frame["u"]}, user, conn=conn))
+            return [Write(op, StoredNotes(self.session_id, frame["u"]))]
         if t == "signal":
             relay = {"t": "signal", "from": user, "data": frame["data"]}
             if any(self.online(m) for m in self.others(user)):
@@ -480,15 +506,15 @@ class Room:
             op.packed,
             ends_session=op.kind == "ended",
         )
-        return [Store(op_id, write)]
+        return [Write(op_id, write)]
 
-    def allocate_failed(self, op_id: int) -> list[Effect]:
+    def allocate_failed(self, op_id: int, now: float) -> list[Effect]:
         op = self._ops.pop(op_id, None)
         if op is None:
             return []
-        return self._failed(op, "the room is unavailable; retry")
+        return self._failed(op, "the room is unavailable; retry", now)
 
-    def chat_found(self, op_id: int, seq: int | None) -> list[Effect]:
+    def chat_found(self, op_id: int, seq: int | None, now: float) -> list[Effect]:
         op = self._ops.get(op_id)
         if op is None:
             return []
@@ -497,7 +523,7 @@ class Room:
             return self._acked(op, seq)
         if op.retried:  # the store refused this chat twice
             del self._ops[op_id]
-            return self._failed(op, "the store rejected this frame")
+            return self._failed(op, "the store rejected this frame", now)
         op.key = None  # never stored: this retry is a new attempt, under a new seq
         return [Allocate(op_id, None)]
 
@@ -506,6 +532,7 @@ class Room:
         if op is None:
             return []
         if op.kind == "notes":
+            self.notes.settled(op_id, stored=True)
             return self._notes_stored(op)
         assert op.seq is not None and op.packed is not None
         out: list[Effect] = []
@@ -523,6 +550,7 @@ class Room:
         if op.seq is not None:
             out += self._void(op.seq, now)
         if op.kind == "notes":
+            self.notes.settled(op_id, stored=False)
             if op.conn in self.conns:
                 error = Unavailable("notes update not stored; send what this lacks").frame()
                 sv = self.notes.state_vector()
@@ -533,9 +561,9 @@ class Room:
             op.retried = True
             op.seq = op.packed = None
             return [*out, LookupChat(self._op(op), op.user, op.body["id"])]
-        return out + self._failed(op, "the store rejected this frame")
+        return out + self._failed(op, "the store rejected this frame", now)
 
-    def _failed(self, op: _Op, why: str) -> list[Effect]:
+    def _failed(self, op: _Op, why: str, now: float) -> list[Effect]:
         """Nothing was stored: the sender (and retries waiting on it) may try again."""
         out: list[Effect] = []
         if op.kind == "presence" and op.body["state"] == "joined" and op.conn in self.conns:
@@ -545,6 +573,7 @@ class Room:
             del self.holders[op.user]
             out.append(CloseConn(op.conn, Close.TRY_AGAIN, "the room is unavailable; retry"))
             out.append(Publish(Offline(self.session_id, op.user, op.conn, self.node)))
+            self._maybe_idle(now)
         if op.kind == "ended":
             self.ending = False
         waiting = (
@@ -565,7 +594,7 @@ class Room:
     def _void(self, seq: int, now: float) -> list[Effect]:
         write = void_event(self.session_id, seq, now)
         op = _Op("void", {}, "", seq=seq, packed=write.body)
-        return [Store(self._op(op), write, force=True)]
+        return [Write(self._op(op), write, force=True)]
 
     # notes --------------------------------------------------------------------------------------
     def _notes_stored(self, op: _Op) -> list[Effect]:
@@ -582,18 +611,18 @@ class Room:
         self._compacting = False
 
     def notes_reloaded(self, updates: Sequence[bytes]) -> list[Effect]:
-        """The store's notes replace this node's copy (which may have missed updates); the
-        members here get whatever they may have missed as one update."""
+        """The store's notes merged into this node's copy (which may have missed updates while
+        the broker was away); the members here get the document if it changed."""
         before = self.notes.state_vector()
-        self.notes = Notes(updates)
-        self.__post_init__()
+        for update in updates:
+            with contextlib.suppress(Exception):
+                self.notes.apply(update)
         if self.notes.state_vector() == before:
             return []
         out: list[Effect] = []
         for user, conn in self.holders.items():
             sender = self.others(user)[0]
-            frame = {"t": "notes", "from": sender, "u": self.notes.state()}
-            out.append(Send(conn, frame))
+            out.append(Send(conn, {"t": "notes", "from": sender, "u": self.notes.state()}))
         return out
 
     # what other nodes say ---------------------------------------------------------------------
@@ -611,18 +640,14 @@ class Room:
         if msg.node == self.node:
             return []
         if isinstance(msg, Online):
-            out: list[Effect] = []
-            mine = self.holders.get(msg.user)
-            if mine is not None and mine != msg.conn:  # replaced on another node
-                del self.holders[msg.user]
-                del self.conns[mine]
-                out.append(CloseConn(mine, Close.REPLACED, "replaced by a newer connection"))
-            self.remote[msg.user] = msg.conn
             self._grace_at = None
-            return out
+            if msg.user in self.holders:  # replaced on another node, or older news? the claim
+                return [CheckHolders((msg.user,), "claim")]
+            self.remote[msg.user] = msg.conn
+            return []
         if self.remote.get(msg.user) == msg.conn:  # Offline
             del self.remote[msg.user]
-            return self._maybe_idle(now)
+            self._maybe_idle(now)
         return []
 
     # committed events, in seq order -----------------------------------------------------------
@@ -675,7 +700,7 @@ class Room:
             out: list[Effect] = [
                 CloseConn(c, Close.NORMAL, "session ended", after_queue=True) for c in self.conns
             ]
-            return [*out, Finish(forget=True)]
+            return [*out, Finish()]
         return []
 
     def loaded(self, rows: Sequence[tuple[int, bytes]], now: float) -> list[Effect]:
@@ -683,13 +708,14 @@ class Room:
         return self.committed(rows, now)
 
     def repair(self, now: float) -> list[Effect]:
-        """The broker lost messages (its connection dropped): catch up from the store."""
-        return [Load(self.head, None), ReloadNotes()]
+        """The broker lost messages (its connection dropped): catch up from the store, and
+        learn again who holds which connection (an Online or Offline may be lost too)."""
+        return [Load(self.head, None), ReloadNotes(), CheckHolders(tuple(self.members), "claim")]
 
     def failed(self, effect: Effect, now: float) -> list[Effect]:
         """An effect that asked the broker or the store could not be carried out."""
         if isinstance(effect, Allocate | LookupChat):
-            return self.allocate_failed(effect.op)
+            return self.allocate_failed(effect.op, now)
         if isinstance(effect, CheckPeer):
             return [Send(effect.conn, Unavailable("the room is unavailable; retry").frame())]
         if isinstance(effect, CheckHolders) and effect.purpose == "grace":
@@ -716,6 +742,10 @@ class Room:
                 self._loading = True
                 out.append(Load(self.head, upto))
                 self._repair_at = now + REPAIR_AFTER
+        if self._holes_at is not None and now >= self._holes_at:
+            for seq in self._holes:
+                out += self._void(seq, now)  # refused, harmlessly, if filled meanwhile
+            self._holes, self._holes_at = (), None
         if self._sweep_at is not None and now >= self._sweep_at:
             self._sweep_at = None
             users = tuple(u for u in self.members if u not in self.holders)
@@ -734,31 +764,42 @@ class Room:
     def holders_checked(
         self, purpose: str, held: dict[str, str | None], now: float
     ) -> list[Effect]:
-        """The broker's answer to ``CheckHolders``: user -> connection (None: none, anywhere)."""
+        """The broker's answer to ``CheckHolders``: user -> connection (None: none, anywhere).
+
+        ``claim``: a connection here whose claim another connection took is replaced (4409).
+        ``grace``: nobody anywhere, still past the grace period: the session is over.
+        ``sweep``: a member shown present that no node holds for two sweeps in a row left.
+        """
         out: list[Effect] = []
         for user, conn in held.items():
-            if user in self.holders:
-                continue
-            if conn is None:
-                self.remote.pop(user, None)
-            else:
+            mine = self.holders.get(user)
+            if mine is None:
+                if conn is None:
+                    self.remote.pop(user, None)
+                else:
+                    self.remote[user] = conn
+            elif conn is not None and conn != mine and purpose == "claim":
+                del self.holders[user]
+                del self.conns[mine]
                 self.remote[user] = conn
+                out.append(CloseConn(mine, Close.REPLACED, "replaced by a newer connection"))
         if purpose == "grace":
             self._checking_grace = False
-            if self.holders or self.remote or self.ended or self.ending:
-                self._grace_at = None
+            expired = self._grace_at is not None and now >= self._grace_at
+            if self.holders or self.remote or self.ended or self.ending or not expired:
+                if self.holders or self.remote:
+                    self._grace_at = None
                 return out
             self.ended = True
             self._grace_at = None
-            return [Store(None, EndSession(self.session_id, now)), Finish(forget=True)]
-        # sweep: members shown present whose connection no node holds (their node died) are
-        # marked left once they have been missing for two sweeps in a row
-        missing = {u for u, c in held.items() if c is None and u not in self.holders}
-        for user in sorted(missing & self._suspects):
-            if user in self.present and not (self.ended or self.ending):
-                out += self._leave(user)
-        self._suspects = missing - self._suspects
-        out += self._maybe_idle(now)
+            return [Write(None, EndSession(self.session_id, now)), Finish()]
+        if purpose == "sweep":
+            missing = {u for u, c in held.items() if c is None and u not in self.holders}
+            for user in sorted(missing & self._suspects):
+                if user in self.present and not (self.ended or self.ending):
+                    out += self._leave(user)
+            self._suspects = missing - self._suspects
+        self._maybe_idle(now)
         return out
 
 

@@ -12,10 +12,12 @@ import contextlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -132,7 +134,8 @@ class RedisProxy:
         return self._parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{self.port}").geturl()
 
     async def open(self) -> RedisProxy:
-        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        if self._server is None:
+            self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
         return self
 
     async def cut(self) -> None:
@@ -170,3 +173,37 @@ async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
             await sink.drain()
     finally:
         sink.transport.abort()
+
+
+class ThreadedRedisProxy:
+    """A :class:`RedisProxy` on a thread and event loop of its own, for tests that block (a
+    blocking call of the test never stalls it): ``cut``, ``restore`` and ``close`` wait."""
+
+    def __init__(self, url: str = REDIS_URL) -> None:
+        self.proxy = RedisProxy(url)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    def start(self) -> ThreadedRedisProxy:
+        self.thread.start()
+        self._run(self.proxy.open())
+        return self
+
+    def cut(self) -> None:
+        self._run(self.proxy.cut())
+
+    def restore(self) -> None:
+        self._run(self.proxy.open())
+
+    def close(self) -> None:
+        self._run(self.proxy.cut())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def _run(self, coro: Any) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)

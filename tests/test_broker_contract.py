@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 
 from rooms.broker import Broker, MemoryBackbone, MemoryBroker, broker_from_url
+from rooms.broker.memory import KEY_WINDOW
 from tests.redis_support import REDIS_URL, redis_prefix
 
 WAIT = 5.0  # seconds; every wait below is bounded by this
@@ -376,13 +377,38 @@ async def test_memory_retry_keys_are_a_bounded_window_per_session() -> None:
 
 async def test_memory_retry_key_window_default() -> None:
     backbone = MemoryBackbone()
-    assert backbone.key_window == 4096
+    w = KEY_WINDOW
+    assert backbone.key_window == w
     async with MemoryBroker(backbone) as node:
         session = name("s")
-        for i in range(1, 5001):
+        n = w + 1000
+        for i in range(1, n + 1):
             assert await node.allocate_seq(session, f"u\x00c{i}", 0) == (i, True)
-        assert len(backbone.keys[session]) == 4096
-        assert await node.allocate_seq(session, "u\x00c5000", 0) == (5000, False)
-        assert await node.allocate_seq(session, f"u\x00c{5000 - 4095}", 0) == (905, False)
-        assert await node.allocate_seq(session, f"u\x00c{5000 - 4096}", 0) == (5001, True)
-        assert len(backbone.keys[session]) == 4096
+        assert len(backbone.keys[session]) == w
+        assert await node.allocate_seq(session, f"u\x00c{n}", 0) == (n, False)
+        assert await node.allocate_seq(session, f"u\x00c{n - w + 1}", 0) == (n - w + 1, False)
+        assert await node.allocate_seq(session, f"u\x00c{n - w}", 0) == (n + 1, True)
+        assert len(backbone.keys[session]) == w
+
+
+async def test_retry_keys_are_remembered_for_a_bounded_window(cluster: list[Broker]) -> None:
+    a, b = cluster
+    session = name("s")
+    n = 1500
+    for i in range(1, n + 1):
+        assert await a.allocate_seq(session, f"u\x00c{i}", 0) == (i, True)
+    for i in range(n - 200, n + 1):  # the recent ones, on any node
+        assert await b.allocate_seq(session, f"u\x00c{i}", 0) == (i, False)
+    # an old one may be forgotten: then it is a new seq (the caller asks the store)
+    seq, new = await b.allocate_seq(session, "u\x00c1", 0)
+    assert (seq, new) == (1, False) or (seq, new) == (n + 1, True)
+    if isinstance(a, MemoryBroker):
+        assert len(a.backbone.keys[session]) <= KEY_WINDOW
+    else:
+        from rooms.broker.redis import RedisBroker
+
+        assert isinstance(a, RedisBroker)
+        held = await a.redis.hlen(a._seqkeys_key(session)) + await a.redis.hlen(
+            a._oldkeys_key(session)
+        )
+        assert held <= 2 * a.key_window

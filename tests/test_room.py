@@ -10,6 +10,7 @@ from typing import Any
 
 import msgpack
 import pycrdt
+import pytest
 
 from persistence.store import EndSession, StoredEvent, StoredNotes
 from rooms.errors import Close
@@ -32,8 +33,8 @@ from rooms.room import (
     Publish,
     Room,
     Send,
-    Store,
     Welcome,
+    Write,
     is_stale,
 )
 
@@ -89,7 +90,7 @@ class Driver:
             seen.append(e)
             if isinstance(e, Allocate):
                 todo += self.room.allocated(e.op, *self.seq_for(e), now)
-            elif isinstance(e, Store) and store and e.op is not None:
+            elif isinstance(e, Write) and store and e.op is not None:
                 if isinstance(e.write, StoredEvent):
                     self.table.setdefault(e.write.seq, e.write)
                 todo += self.room.stored(e.op)
@@ -158,8 +159,20 @@ def test_a_second_connection_replaces_the_first_without_presence() -> None:
 def test_replacement_from_another_node_closes_the_local_connection() -> None:
     d = Driver(make_room())
     d.connect("c1", MENTOR)
-    out = d.room.message(Online("sess-1", MENTOR.id, "c7", "node-b"), T0)
-    assert out == [CloseConn("c1", Close.REPLACED, "replaced by a newer connection")]
+    (check,) = d.room.message(Online("sess-1", MENTOR.id, "c7", "node-b"), T0)
+    assert check == CheckHolders((MENTOR.id,), "claim")  # the claim decides, not the message
+    assert d.room.holders_checked("claim", {MENTOR.id: "c7"}, T0) == [
+        CloseConn("c1", Close.REPLACED, "replaced by a newer connection")
+    ]
+    assert d.room.online(MENTOR.id) and d.room.conns == {}
+
+
+def test_an_online_message_older_than_the_local_connection_closes_nothing() -> None:
+    d = Driver(make_room())
+    d.connect("c3", MENTOR)  # it took the claim after c2 on node B did
+    assert of(d.room.message(Online("sess-1", MENTOR.id, "c2", "node-b"), T0), CheckHolders)
+    assert d.room.holders_checked("claim", {MENTOR.id: "c3"}, T0) == []
+    assert d.room.holders == {MENTOR.id: "c3"}
 
 
 def test_resume_replays_from_the_clients_last_seq() -> None:
@@ -174,7 +187,7 @@ def test_a_join_that_cannot_be_stored_closes_1013_and_leaves_no_leave() -> None:
     room = make_room()
     out = room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
     (alloc,) = of(out, Allocate)
-    out = room.allocate_failed(alloc.op)
+    out = room.allocate_failed(alloc.op, T0)
     assert CloseConn("c1", Close.TRY_AGAIN, "the room is unavailable; retry") in out
     assert room.closed("c1", released=True, now=T0) == []
     assert MENTOR.id not in room.present
@@ -228,13 +241,13 @@ def test_a_write_failure_becomes_a_void_and_the_sender_hears_of_it() -> None:
     d.connect("c1", MENTOR)
     out = d.room.receive("c1", pack({"t": "chat", "id": "m1", "text": "x"}), T0)
     (alloc,) = of(out, Allocate)
-    (store,) = of(d.room.allocated(alloc.op, 2, True, T0), Store)
+    (store,) = of(d.room.allocated(alloc.op, 2, True, T0), Write)
     out = d.room.store_failed(store.op, T0)
-    (void,) = [e for e in of(out, Store) if e.force]
+    (void,) = [e for e in of(out, Write) if e.force]
     assert void.write.kind == "void" and void.write.seq == 2
     assert msgpack.unpackb(void.write.body) == {"t": "void", "seq": 2, "ts": T0}
     (lookup,) = of(out, LookupChat)  # stored under another seq by another attempt?
-    out = d.room.chat_found(lookup.op, None)  # no: refused; the client retries
+    out = d.room.chat_found(lookup.op, None, T0)  # no: refused; the client retries
     assert sent(out, "c1") == [
         {
             "t": "error",
@@ -252,9 +265,9 @@ def test_a_write_that_cannot_even_be_queued_is_voided_too() -> None:
     room = make_room()
     out = room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
     (alloc,) = of(out, Allocate)
-    (store,) = of(room.allocated(alloc.op, 1, True, T0), Store)
+    (store,) = of(room.allocated(alloc.op, 1, True, T0), Write)
     out = room.store_failed(store.op, T0)
-    assert [s.write.kind for s in of(out, Store)] == ["void"]
+    assert [s.write.kind for s in of(out, Write)] == ["void"]
 
 
 def test_dedup_keeps_a_bounded_window_and_asks_the_store_for_older_retries() -> None:
@@ -270,7 +283,7 @@ def test_dedup_keeps_a_bounded_window_and_asks_the_store_for_older_retries() -> 
     (alloc,) = of(out, Allocate)
     (lookup,) = d.room.allocated(alloc.op, 2, False, T0)  # the broker knows it, seq 2 < head
     assert lookup == LookupChat(lookup.op, MENTOR.id, "m0")
-    assert d.room.chat_found(lookup.op, 2) == [Send("c1", {"t": "ack", "id": "m0", "seq": 2})]
+    assert d.room.chat_found(lookup.op, 2, T0) == [Send("c1", {"t": "ack", "id": "m0", "seq": 2})]
 
 
 # ordering, gaps and voids ------------------------------------------------------------------------
@@ -302,9 +315,9 @@ def test_a_gap_that_never_fills_is_voided() -> None:
     room.tick(T0 + REPAIR_AFTER)
     room.loaded([], T0 + REPAIR_AFTER)
     out = room.tick(T0 + GAP_DEADLINE)
-    voids = [s.write for s in of(out, Store)]
+    voids = [s.write for s in of(out, Write)]
     assert [(w.kind, w.seq) for w in voids] == [("void", 2), ("void", 3)]
-    (op2, op3) = [s.op for s in of(out, Store)]
+    (op2, op3) = [s.op for s in of(out, Write)]
     published = of(room.stored(op2) + room.stored(op3), Publish)
     delivered: list[Effect] = []
     for p in published:
@@ -315,7 +328,7 @@ def test_a_gap_that_never_fills_is_voided() -> None:
 def test_a_void_refused_because_the_seq_is_filled_changes_nothing() -> None:
     room = make_room()
     room.committed([ev(1), ev(3)], T0)
-    (store,) = of(room.tick(T0 + GAP_DEADLINE), Store)
+    (store,) = of(room.tick(T0 + GAP_DEADLINE), Write)
     assert room.store_failed(store.op, T0 + GAP_DEADLINE) == []
     assert seqs(room.committed([ev(2)], T0 + GAP_DEADLINE)) == [2, 3]
 
@@ -356,7 +369,7 @@ def test_notes_are_merged_and_relayed_only_once_stored() -> None:
     d = Driver(make_room())
     d.connect("c1", MENTOR)
     out = d.room.receive("c1", pack({"t": "notes", "u": notes_update("hello")}), T0)
-    (store,) = of(out, Store)
+    (store,) = of(out, Write)
     assert isinstance(store.write, StoredNotes)
     assert d.room.notes.plain() == ""  # not before it is stored
     (pub,) = of(d.room.stored(store.op), Publish)
@@ -369,7 +382,7 @@ def test_notes_are_merged_and_relayed_only_once_stored() -> None:
 def test_notes_that_fail_to_store_are_not_merged_and_the_sender_is_told() -> None:
     d = Driver(make_room())
     d.connect("c1", MENTOR)
-    (store,) = of(d.room.receive("c1", pack({"t": "notes", "u": notes_update("x")}), T0), Store)
+    (store,) = of(d.room.receive("c1", pack({"t": "notes", "u": notes_update("x")}), T0), Write)
     (err,) = sent(d.room.store_failed(store.op, T0), "c1")
     assert err["code"] == "unavailable" and err["about"] == "notes"
     assert d.room.notes.plain() == ""
@@ -447,8 +460,8 @@ def test_grace_expiry_ends_an_empty_session() -> None:
     (check,) = of(d.room.tick(T0 + 600), CheckHolders)
     assert check.purpose == "grace"
     out = d.room.holders_checked("grace", {MENTOR.id: None, MENTEE.id: None}, T0 + 600)
-    assert Store(None, EndSession("sess-1", T0 + 600)) in out
-    assert Finish(forget=True) in out and d.room.ended
+    assert Write(None, EndSession("sess-1", T0 + 600)) in out
+    assert Finish() in out and d.room.ended
 
 
 def test_grace_does_not_end_a_session_someone_is_in_elsewhere() -> None:
@@ -486,7 +499,7 @@ def test_end_is_stored_with_the_session_end_and_closes_everyone() -> None:
     ended = d.table[2]
     assert ended.kind == "ended" and ended.ends_session
     assert CloseConn("c1", Close.NORMAL, "session ended", after_queue=True) in out
-    assert Finish(forget=True) in out
+    assert Finish() in out
 
 
 def test_nothing_is_decided_after_an_end_is_decided() -> None:
@@ -507,3 +520,90 @@ def test_bad_frames_are_answered_and_change_nothing() -> None:
     assert err == {**err, "code": "invalid", "ref": "x"}
     (err,) = sent(room.receive("c1", pack({"t": "hello", "token": "t"}), T0), "c1")
     assert err["code"] == "invalid"
+
+
+# what a review found ---------------------------------------------------------------------
+def test_a_room_is_not_dropped_while_a_gap_is_open_or_a_write_in_flight() -> None:
+    d = Driver(make_room())
+    d.connect("c1", MENTOR, elsewhere={MENTEE.id: "c9"})  # the mentee is on another node
+    d.room.committed([ev(5)], T0)  # seq 3..4 allocated elsewhere, not here yet
+    d.run(d.room.closed("c1", released=True, now=T0), store=False)
+    assert not d.room.droppable  # a gap is open, and the leave is being written
+    out = d.room.tick(T0 + GAP_DEADLINE)
+    for w in of(out, Write):
+        for p in of(d.room.stored(w.op), Publish):
+            d.room.message(p.msg, T0 + GAP_DEADLINE)
+    (leave,) = [op for op, o in d.room._ops.items() if o.kind == "presence"]
+    d.room.stored(leave)
+    assert d.room.droppable
+
+
+def test_holes_found_when_the_room_is_built_are_voided_after_the_deadline() -> None:
+    room = make_room(head=4)
+    assert room.started({MENTOR.id: None, MENTEE.id: None}, T0, missing=[2, 3]) == []
+    assert room.tick(T0 + 1) == []
+    out = room.tick(T0 + GAP_DEADLINE)
+    assert [(w.write.kind, w.write.seq) for w in of(out, Write)] == [("void", 2), ("void", 3)]
+
+
+def test_a_member_heard_of_during_the_build_is_not_marked_left() -> None:
+    room = make_room(present={MENTEE.id}, joined={MENTEE.id: 1}, head=1)
+    room.message(Online("sess-1", MENTEE.id, "c9", "node-b"), T0)  # replayed from the build
+    assert room.started({MENTOR.id: None, MENTEE.id: None}, T0) == []
+    assert room.online(MENTEE.id)
+
+
+def test_notes_in_flight_count_towards_the_cap() -> None:
+    room = make_room(config=Config(notes_max_update=300, notes_max_bytes=600))
+    room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    replies = []
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    text = doc.get("notes", type=pycrdt.Text)
+    for i in range(6):  # none of them stored yet
+        sv = doc.get_state()
+        text.insert(len(str(text)), str(i) * 200)
+        replies += room.receive("c1", pack({"t": "notes", "u": doc.get_update(sv)}), T0)
+    assert len(of(replies, Write)) == 2
+    errors = sent(replies, "c1")
+    assert len(errors) == 4 and {e["code"] for e in errors} == {"notes_rejected"}
+
+
+def test_a_failed_join_of_the_only_member_starts_the_grace_period() -> None:
+    room = make_room()
+    (alloc,) = of(room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[]), Allocate)
+    room.allocate_failed(alloc.op, T0)
+    assert room._grace_at == T0 + Config().session_grace
+
+
+def test_the_timer_does_not_spin_while_a_load_or_grace_check_is_in_flight() -> None:
+    room = make_room()
+    room.committed([ev(1), ev(3)], T0)
+    assert room.tick(T0 + REPAIR_AFTER) == [Load(1, 2)]
+    assert room.deadline() == T0 + GAP_DEADLINE  # not the past repair time
+    room.loaded([], T0 + 1)
+    assert room.deadline() == pytest.approx(T0 + REPAIR_AFTER * 2)
+
+    idle = Driver(make_room(config=Config(session_grace=10)))
+    idle.connect("c1", MENTOR)
+    idle.run(idle.room.closed("c1", released=True, now=T0))
+    assert of(idle.room.tick(T0 + 10), CheckHolders)
+    assert idle.room.deadline() == idle.room._sweep_at  # the grace time is being checked
+
+
+def test_a_grace_answer_that_comes_after_a_join_and_leave_is_ignored() -> None:
+    d = Driver(make_room(config=Config(session_grace=10)))
+    d.connect("c1", MENTOR)
+    d.run(d.room.closed("c1", released=True, now=T0))
+    d.room.tick(T0 + 10)  # the grace check is on its way
+    d.connect("c2", MENTOR, now=T0 + 11)
+    d.run(d.room.closed("c2", released=True, now=T0 + 12))
+    assert d.room.holders_checked("grace", {MENTOR.id: None, MENTEE.id: None}, T0 + 12) == []
+    assert not d.room.ended and d.room.deadline() is not None
+
+
+def test_reloaded_notes_merge_with_what_arrived_meanwhile() -> None:
+    room = make_room()
+    live = notes_update("arrived live")
+    room.message(NotesStored("sess-1", MENTEE.id, live, b""), T0)
+    room.notes_reloaded([notes_update("from the store")])
+    assert "arrived live" in room.notes.plain() and "from the store" in room.notes.plain()

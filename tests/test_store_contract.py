@@ -496,3 +496,14 @@ async def test_compact_notes_of_an_empty_session(store: Store) -> None:
 
 async def test_ping(store: Store) -> None:
     await store.ping()
+
+
+async def test_missing_seqs_are_the_holes_below_head(store: Store) -> None:
+    pair, sid = await new_session(store)
+    assert await store.missing_seqs(sid, 0) == []
+    a = ev(sid, 1, "chat", pair.mentor_id, "a", text="a")
+    b = ev(sid, 4, "chat", pair.mentor_id, "b", text="b")
+    await store.write([a, b])
+    assert await store.missing_seqs(sid, 4) == [2, 3]
+    await store.write([void_event(sid, 2, 1.0), void_event(sid, 3, 1.0)])
+    assert await store.missing_seqs(sid, 4) == []

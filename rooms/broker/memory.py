@@ -11,7 +11,7 @@ from types import TracebackType
 
 from rooms.broker.base import Handler, _safe_call
 
-KEY_WINDOW = 4096  # retry keys remembered per session
+KEY_WINDOW = 256  # retry keys remembered per session; older retries are looked up in the store
 
 
 @dataclass

@@ -5,6 +5,7 @@ Layout (every name starts with the deployment's prefix, ``menteo:`` by default):
     {prefix}ch:{channel}            pub/sub channel of a room
     {prefix}seq:{session}           the session's last seq (string counter)
     {prefix}seqkeys:{session}       hash: retry key (sender and chat id) -> its seq
+    {prefix}seqkeys-old:{session}   the previous generation of that hash (bounded window)
     {prefix}claims:{room}           hash: user -> "{node}/{conn}"
     {prefix}node:{node}             heartbeat, expires after the node TTL
 
@@ -63,13 +64,15 @@ DEFAULT_NODE_TTL = 10.0
 SEQ_TTL_MS = 24 * 3600 * 1000  # a session's counter and retry keys outlive any real session
 SEP = "/"  # between node id and connection id in a claim; node ids never contain it
 
-# KEYS: counter, retry-key hash. ARGV: floor, ttl ms, strict, [retry key]
-# strict = '1': if there is no counter (a new session, or Redis lost it), allocate nothing and
-# return {-1, 0}, so that the caller can find the floor in the store first.
+# KEYS: counter, retry-key hash, previous retry-key hash. ARGV: floor, ttl ms, strict, window,
+# [retry key]. strict = '1': if there is no counter (a new session, or Redis lost it), allocate
+# nothing and return {-1, 0}, so that the caller can find the floor in the store first.
+# Retry keys live in two generations of at most `window` each: when the current hash is full it
+# becomes the previous one (dropping the older), so a session's keys stay bounded.
 ALLOCATE_SEQ = """
-local key = ARGV[4]
+local key = ARGV[5]
 if key then
-  local seen = redis.call('HGET', KEYS[2], key)
+  local seen = redis.call('HGET', KEYS[2], key) or redis.call('HGET', KEYS[3], key)
   if seen then return {tonumber(seen), 0} end
 end
 local raw = redis.call('GET', KEYS[1])
@@ -81,6 +84,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if key then
   redis.call('HSET', KEYS[2], key, seq)
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then
+    redis.call('RENAME', KEYS[2], KEYS[3])
+  end
 end
 return {seq, 1}
 """
@@ -116,6 +122,7 @@ class RedisBroker:
     command_timeout = 5.0
     connect_timeout = 2.0
     max_connections = 64  # per node; callers beyond that wait (up to command_timeout)
+    key_window = 256  # retry keys per session and generation (two generations are kept)
     backoff_min = 0.05
     backoff_max = 2.0
 
@@ -182,6 +189,9 @@ class RedisBroker:
 
     def _seqkeys_key(self, session_id: str) -> str:
         return f"{self.prefix}seqkeys:{{{session_id}}}"
+
+    def _oldkeys_key(self, session_id: str) -> str:
+        return f"{self.prefix}seqkeys-old:{{{session_id}}}"
 
     def _claims_key(self, room: str) -> str:
         return f"{self.prefix}claims:{{{room}}}"
@@ -634,8 +644,12 @@ class RedisBroker:
         floor: int,
         seed: Callable[[], Awaitable[int]] | None = None,
     ) -> tuple[int, bool]:
-        keys = [self._seq_key(session_id), self._seqkeys_key(session_id)]
-        tail = [] if key is None else [key.encode()]
+        keys = [
+            self._seq_key(session_id),
+            self._seqkeys_key(session_id),
+            self._oldkeys_key(session_id),
+        ]
+        tail = [self.key_window] if key is None else [self.key_window, key.encode()]
         if seed is not None:  # no counter (new session, or a restarted Redis)? seed it first
             seq, new = await self._call(
                 self._allocate(keys=keys, args=[int(floor), SEQ_TTL_MS, "1", *tail])
@@ -650,7 +664,11 @@ class RedisBroker:
 
     async def forget(self, session_id: str) -> None:
         await self._call(
-            self.redis.delete(self._seq_key(session_id), self._seqkeys_key(session_id))
+            self.redis.delete(
+                self._seq_key(session_id),
+                self._seqkeys_key(session_id),
+                self._oldkeys_key(session_id),
+            )
         )
 
     # claims ---------------------------------------------------------------------------------------
@@ -671,7 +689,13 @@ class RedisBroker:
     async def release(self, room: str, user: str, conn: str) -> bool:
         if self._claimed.get((room, user)) == conn:  # even if Redis is down: never put it back
             del self._claimed[(room, user)]
-        released = await self._call(self._release(keys=[self._claims_key(room)], args=[user, conn]))
+        try:
+            released = await self._call(
+                self._release(keys=[self._claims_key(room)], args=[user, conn])
+            )
+        except BrokerUnavailable:
+            self._void[(room, user)] = conn  # released by the next heartbeat that lands
+            raise
         if self._void.get((room, user)) == conn:
             del self._void[(room, user)]
         return bool(released)
