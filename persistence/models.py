@@ -1,8 +1,11 @@
-"""SQL tables: users, pairs, sessions, transcript events and shared-notes updates."""
+"""SQL tables: users, pairs, sessions, transcript events, shared-notes updates, action items and
+the search index."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint, text
+from typing import Any
+
+from sqlalchemy import Column, Connection, Index, LargeBinary, UniqueConstraint, event, text
 from sqlmodel import Field, SQLModel
 
 
@@ -44,7 +47,11 @@ class Event(SQLModel, table=True):
     """One durable event; ``body`` is the event frame exactly as sent (msgpack)."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("session_id", "user_id", "client_id"),)
+    __table_args__ = (
+        UniqueConstraint("session_id", "user_id", "client_id"),
+        # one session's events of one kind: chat counts, the last goal or record event, marks
+        Index("events_by_kind", "session_id", "kind", "seq"),
+    )
     session_id: str = Field(foreign_key="sessions.id", primary_key=True, max_length=64)
     seq: int = Field(primary_key=True)
     kind: str = Field(max_length=16)
@@ -61,3 +68,77 @@ class NotesUpdate(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     session_id: str = Field(foreign_key="sessions.id", index=True, max_length=64)
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Item(SQLModel, table=True):
+    """An action item of a pair: its ``item`` event's ITEM with every ``item_update`` applied."""
+
+    __tablename__ = "items"
+    pair_id: str = Field(foreign_key="pairs.id", primary_key=True, max_length=64)
+    id: str = Field(primary_key=True, max_length=64)
+    text: str
+    owner: str = Field(max_length=64)
+    due: str | None = Field(default=None, max_length=10)
+    state: str = Field(max_length=16)
+    by: str = Field(max_length=64)
+    session_id: str = Field(foreign_key="sessions.id", max_length=64)
+    created_at: float
+    updated_at: float
+
+
+class SearchEntry(SQLModel, table=True):
+    """One searchable text of a pair: a chat, a session's goal or notes, an item, a key moment.
+
+    The full-text index over ``text`` is dialect-specific DDL (below): an FTS5 table kept in
+    step by triggers on SQLite, a generated ``tsvector`` column with a GIN index on PostgreSQL.
+    """
+
+    __tablename__ = "search_entries"
+    __table_args__ = (
+        Index("search_by_pair", "pair_id", "ts"),
+        Index("search_by_session", "session_id", "kind"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    pair_id: str = Field(foreign_key="pairs.id", max_length=64)
+    session_id: str = Field(foreign_key="sessions.id", max_length=64)
+    kind: str = Field(max_length=8)
+    seq: int | None = None
+    ref: str | None = Field(default=None, max_length=64)  # the item id of an item's entry
+    ts: float
+    text: str
+
+
+# The same statements as migration 0002, so that ``create_all`` makes the migrated schema.
+SQLITE_SEARCH_DDL = (
+    "CREATE VIRTUAL TABLE search_fts USING fts5(pair_id, text, content='search_entries', "
+    "content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER search_entries_ai AFTER INSERT ON search_entries BEGIN "
+    "INSERT INTO search_fts(rowid, pair_id, text) VALUES (new.id, new.pair_id, new.text); END",
+    "CREATE TRIGGER search_entries_ad AFTER DELETE ON search_entries BEGIN "
+    "INSERT INTO search_fts(search_fts, rowid, pair_id, text) "
+    "VALUES ('delete', old.id, old.pair_id, old.text); END",
+    "CREATE TRIGGER search_entries_au AFTER UPDATE ON search_entries BEGIN "
+    "INSERT INTO search_fts(search_fts, rowid, pair_id, text) "
+    "VALUES ('delete', old.id, old.pair_id, old.text); "
+    "INSERT INTO search_fts(rowid, pair_id, text) VALUES (new.id, new.pair_id, new.text); END",
+)
+POSTGRESQL_SEARCH_DDL = (
+    "ALTER TABLE search_entries ADD COLUMN tsv tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, text)) STORED",
+    "CREATE INDEX search_text ON search_entries USING gin (tsv)",
+)
+
+
+def _create_search_index(target: Any, connection: Connection, **kw: Any) -> None:
+    by_dialect = {"sqlite": SQLITE_SEARCH_DDL, "postgresql": POSTGRESQL_SEARCH_DDL}
+    for statement in by_dialect.get(connection.dialect.name, ()):
+        connection.exec_driver_sql(statement)
+
+
+def _drop_search_index(target: Any, connection: Connection, **kw: Any) -> None:
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("DROP TABLE IF EXISTS search_fts")
+
+
+event.listen(SearchEntry.__table__, "after_create", _create_search_index)  # type: ignore[attr-defined]
+event.listen(SearchEntry.__table__, "before_drop", _drop_search_index)  # type: ignore[attr-defined]

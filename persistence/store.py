@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import pycrdt
-from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import delete, event, func, insert, or_, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -22,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from persistence import migrate
-from persistence.models import Event, NotesUpdate, Pair, Session, User
+from persistence.models import Event, Item, NotesUpdate, Pair, SearchEntry, Session, User
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,17 @@ NOTES = NotesUpdate.__table__  # type: ignore[attr-defined]
 SESSIONS = Session.__table__  # type: ignore[attr-defined]
 PAIRS = Pair.__table__  # type: ignore[attr-defined]
 USERS = User.__table__  # type: ignore[attr-defined]
+ITEMS = Item.__table__  # type: ignore[attr-defined]
+SEARCH = SearchEntry.__table__  # type: ignore[attr-defined]
+
+ITEM_FIELDS = ("id", "text", "owner", "due", "state", "by", "session_id", "created_at")
+ITEM_CHANGES = ("state", "text", "owner", "due")
+# the kinds of stored event that change the items or the search index
+JOURNEY_KINDS = frozenset({"chat", "goal", "item", "item_update", "mark"})
+NOTES_INDEXED = 100_000  # characters of a session's notes that are searchable
+EXCERPT = 300  # characters of a search result's text, at most
+SEARCH_WORDS = 16  # words of a query that count
+SESSION_CACHE = 4096  # session -> pair ids remembered by the writer's path
 
 
 def async_url(url: str) -> str:
@@ -92,6 +106,14 @@ class SessionRecord:
     notes_text: str | None = None
 
 
+class SessionSummary(NamedTuple):
+    """A session in the pair's list: its chat count and its current goal (None when unset)."""
+
+    session: SessionRecord
+    message_count: int
+    goal: str | None
+
+
 @dataclass(frozen=True)
 class StoredEvent:
     session_id: str
@@ -150,6 +172,7 @@ class Store:
         self.prepare = prepare
         self._engine: AsyncEngine | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._pair_of: dict[str, str] = {}  # session id -> pair id (never changes)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -298,22 +321,56 @@ class Store:
             row = (await conn.execute(select(SESSIONS).where(SESSIONS.c.id == session_id))).first()
         return SessionRecord(*row) if row else None
 
-    async def list_sessions(self, pair_id: str) -> list[tuple[SessionRecord, int]]:
-        counts = (
-            select(EVENTS.c.session_id, func.count().label("n"))
-            .where(EVENTS.c.kind == "chat")
-            .group_by(EVENTS.c.session_id)
-            .subquery()
+    async def list_sessions(self, pair_id: str) -> list[SessionSummary]:
+        """The pair's sessions, newest first, each with its chat count and current goal."""
+        ev = EVENTS.alias("ev")
+        chats = (
+            select(func.count())
+            .where(ev.c.session_id == SESSIONS.c.id, ev.c.kind == "chat")
+            .scalar_subquery()
+        )
+        goal = (
+            select(ev.c.body)
+            .where(ev.c.session_id == SESSIONS.c.id, ev.c.kind == "goal")
+            .order_by(ev.c.seq.desc())
+            .limit(1)
+            .scalar_subquery()
         )
         q = (
-            select(SESSIONS, func.coalesce(counts.c.n, 0))
-            .outerjoin(counts, counts.c.session_id == SESSIONS.c.id)
+            select(SESSIONS, chats, goal)
             .where(SESSIONS.c.pair_id == pair_id)
-            .order_by(SESSIONS.c.started_at.desc())
+            .order_by(SESSIONS.c.started_at.desc(), SESSIONS.c.id)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
-        return [(SessionRecord(*row[:5]), int(row[5])) for row in rows]
+        return [
+            SessionSummary(SessionRecord(*row[:5]), int(row[5] or 0), _goal_text(row[6]))
+            for row in rows
+        ]
+
+    async def session_state(self, session_id: str) -> dict[str, Any]:
+        """The session's goal (None when unset or cleared) and record state, from its events."""
+        async with self.engine.connect() as conn:
+            goal = await self._last_body(conn, session_id, "goal")
+            record = await self._last_body(conn, session_id, "record")
+        return {
+            "goal": (goal or {}).get("text") or None,
+            "record": record["state"] if record else "on",
+            "record_by": record["by"] if record else None,
+            "record_seq": int(record["seq"]) if record else None,
+        }
+
+    async def _last_body(
+        self, conn: AsyncConnection, session_id: str, kind: str
+    ) -> dict[str, Any] | None:
+        q = (
+            select(EVENTS.c.body)
+            .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == kind)
+            .order_by(EVENTS.c.seq.desc())
+            .limit(1)
+        )
+        body = (await conn.execute(q)).scalar()
+        return _unpack(body) if body is not None else None
 
     async def last_activity(self, session_id: str) -> float | None:
         q = select(func.max(EVENTS.c.ts)).where(EVENTS.c.session_id == session_id)
@@ -371,6 +428,97 @@ class Store:
             rows = (await conn.execute(q)).all()
         return {u: (msgpack.unpackb(b)["state"], int(seq)) for u, b, seq in rows}
 
+    async def pair_events(self, pair_id: str, kinds: Collection[str]) -> list[StoredEvent]:
+        """The pair's stored events of these kinds, sessions oldest first, each in seq order."""
+        q = (
+            select(EVENTS)
+            .join(SESSIONS, SESSIONS.c.id == EVENTS.c.session_id)
+            .where(SESSIONS.c.pair_id == pair_id, EVENTS.c.kind.in_(sorted(kinds)))
+            .order_by(SESSIONS.c.started_at, SESSIONS.c.id, EVENTS.c.seq)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [StoredEvent(*row) for row in rows]
+
+    # items -----------------------------------------------------------------------------------
+    async def items(self, pair_id: str) -> list[dict[str, Any]]:
+        """Every item of the pair in any state, as ITEM objects with their current fields,
+        oldest first (``created_at``, then id)."""
+        q = (
+            select(*(ITEMS.c[f] for f in ITEM_FIELDS))
+            .where(ITEMS.c.pair_id == pair_id)
+            .order_by(ITEMS.c.created_at, ITEMS.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [dict(zip(ITEM_FIELDS, row, strict=True)) for row in rows]
+
+    # search ----------------------------------------------------------------------------------
+    async def search(self, pair_id: str, q: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The pair's texts that hold every word of ``q`` (whole words, any case), newest first:
+        ``{"session_id", "kind", "seq", "text", "ts"}`` with ``text`` an excerpt around the
+        first match. A query without words finds nothing."""
+        words = search_words(q)
+        if not words or limit < 1:
+            return []
+        if self.dialect == "sqlite":
+            # every term quoted: a phrase is all FTS5 reads in it, so no query syntax gets in
+            match = " AND ".join(
+                [f"pair_id : {_fts_quote(pair_id)}", *(f"text : {_fts_quote(w)}" for w in words)]
+            )
+            stmt = sql_text(
+                "SELECT e.session_id, e.kind, e.seq, e.text, e.ts FROM search_fts "
+                "JOIN search_entries e ON e.id = search_fts.rowid "
+                "WHERE search_fts MATCH :match AND e.pair_id = :pair "
+                "ORDER BY e.ts DESC, e.id DESC LIMIT :limit"
+            ).bindparams(match=match, pair=pair_id, limit=limit)
+        else:
+            # plainto_tsquery takes plain text: no query syntax at all, words joined with AND
+            stmt = sql_text(
+                "SELECT session_id, kind, seq, text, ts FROM search_entries "
+                "WHERE pair_id = :pair AND tsv @@ plainto_tsquery('simple'::regconfig, :words) "
+                "ORDER BY ts DESC, id DESC LIMIT :limit"
+            ).bindparams(pair=pair_id, words=" ".join(words), limit=limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            {
+                "session_id": sid,
+                "kind": kind,
+                "seq": int(seq) if seq is not None else None,
+                "text": excerpt(body, words),
+                "ts": float(ts),
+            }
+            for sid, kind, seq, body, ts in rows
+        ]
+
+    # erase -----------------------------------------------------------------------------------
+    async def erase_pair(self, pair_id: str) -> bool:
+        """Delete the pair and everything it stored (events, notes, sessions, items, search
+        entries, its two users) in one transaction; False if there is no such pair."""
+        async with self.engine.begin() as conn:
+            pair = (
+                await conn.execute(
+                    select(PAIRS.c.mentor_id, PAIRS.c.mentee_id).where(PAIRS.c.id == pair_id)
+                )
+            ).first()
+            if pair is None:
+                return False
+            sessions = select(SESSIONS.c.id).where(SESSIONS.c.pair_id == pair_id)
+            await conn.execute(delete(SEARCH).where(SEARCH.c.pair_id == pair_id))
+            await conn.execute(delete(ITEMS).where(ITEMS.c.pair_id == pair_id))
+            await conn.execute(delete(EVENTS).where(EVENTS.c.session_id.in_(sessions)))
+            await conn.execute(delete(NOTES).where(NOTES.c.session_id.in_(sessions)))
+            await conn.execute(delete(SESSIONS).where(SESSIONS.c.pair_id == pair_id))
+            await conn.execute(delete(PAIRS).where(PAIRS.c.id == pair_id))
+            # a user belongs to one pair (create_pair makes both), but never break another's
+            others = select(PAIRS.c.id).where(
+                or_(PAIRS.c.mentor_id == USERS.c.id, PAIRS.c.mentee_id == USERS.c.id)
+            )
+            await conn.execute(delete(USERS).where(USERS.c.id.in_(list(pair)), ~others.exists()))
+        self._pair_of = {s: p for s, p in self._pair_of.items() if p != pair_id}
+        return True
+
     # notes -----------------------------------------------------------------------------------
     async def notes_updates(self, session_id: str) -> list[bytes]:
         """A session's stored notes updates in the order stored: what a node rebuilds from."""
@@ -382,15 +530,20 @@ class Store:
         return [bytes(r[0]) for r in (await conn.execute(q)).all()]
 
     async def compact_notes(self, session_id: str) -> int:
-        """Fold a session's stored updates into one snapshot row; return rows removed."""
+        """Fold a session's stored updates into one snapshot row and refresh the session's
+        notes in the search index; return rows removed."""
         async with self.engine.begin() as conn:
             q = select(NOTES.c.id, NOTES.c.data).where(NOTES.c.session_id == session_id)
             rows = (await conn.execute(q.order_by(NOTES.c.id))).all()
-            if len(rows) < 2:
+            if not rows:
                 return 0
             doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+            notes = doc.get("notes", type=pycrdt.Text)
             for _, data in rows:
                 doc.apply_update(bytes(data))
+            await self._index_notes(conn, session_id, str(notes), None)
+            if len(rows) < 2:
+                return 0
             ids = [r[0] for r in rows]
             await conn.execute(delete(NOTES).where(NOTES.c.id.in_(ids)))
             await conn.execute(insert(NOTES).values(session_id=session_id, data=doc.get_update()))
@@ -447,6 +600,9 @@ class Store:
             if notes:
                 await conn.execute(insert(NOTES), notes)
             refused = {id(o) for o in rejected}
+            followed = [o for o in events if o.kind in JOURNEY_KINDS and id(o) not in refused]
+            if followed:
+                await self._follow(conn, followed)
             ends: dict[str, float] = {}
             for op in ops:
                 if isinstance(op, EndSession):
@@ -468,3 +624,226 @@ class Store:
             await conn.execute(
                 update(SESSIONS).where(SESSIONS.c.id == session_id).values(notes_text=text)
             )
+            await self._index_notes(conn, session_id, text, ended_at)
+
+    # items and the search index, kept in step inside the writer's transaction ----------------
+    async def _pairs_of(self, conn: AsyncConnection, session_ids: Iterable[str]) -> dict[str, str]:
+        wanted = set(session_ids)
+        missing = wanted - self._pair_of.keys()
+        if missing:
+            if len(self._pair_of) > SESSION_CACHE:
+                self._pair_of.clear()
+            q = select(SESSIONS.c.id, SESSIONS.c.pair_id).where(SESSIONS.c.id.in_(sorted(missing)))
+            self._pair_of.update({sid: pid for sid, pid in (await conn.execute(q)).all()})
+        return {sid: self._pair_of[sid] for sid in wanted if sid in self._pair_of}
+
+    async def _follow(self, conn: AsyncConnection, stored: Sequence[StoredEvent]) -> None:
+        """Apply stored journey events to the items and the search index, in seq order. The room
+        machine checked every field; anything else is skipped, never a failed batch."""
+        pairs = await self._pairs_of(conn, (o.session_id for o in stored))
+        entries: list[dict[str, Any]] = []
+        pending: dict[str, dict[str, Any]] = {}  # entries of items created in this batch
+        goals: dict[str, str] = {}
+        for o in sorted(stored, key=lambda o: (o.session_id, o.seq)):
+            pair_id = pairs.get(o.session_id)
+            if pair_id is None:
+                continue
+            body = _unpack(o.body)
+            if o.kind in ("chat", "mark"):
+                if _is_text(body.get("text")):
+                    entries.append(_entry(pair_id, o, o.kind, body["text"]))
+            elif o.kind == "goal":
+                goals[o.session_id] = pair_id
+            elif o.kind == "item":
+                item = body.get("item")
+                if not isinstance(item, dict) or not all(f in item for f in ITEM_FIELDS):
+                    continue
+                row = {f: item[f] for f in ITEM_FIELDS}
+                await conn.execute(
+                    self._insert(ITEMS).on_conflict_do_nothing(),
+                    {**row, "pair_id": pair_id, "updated_at": o.ts},
+                )
+                if _is_text(item["text"]):
+                    made = _entry(pair_id, o, "item", item["text"], item["id"])
+                    pending[item["id"]] = made
+                    entries.append(made)
+            elif o.kind == "item_update" and isinstance(body.get("item"), str):
+                await self._update_item(conn, pair_id, body, o.ts, pending)
+        if entries:
+            await conn.execute(insert(SEARCH), entries)
+        for session_id, pair_id in goals.items():
+            await self._index_goal(conn, session_id, pair_id)
+
+    async def _update_item(
+        self,
+        conn: AsyncConnection,
+        pair_id: str,
+        body: dict[str, Any],
+        ts: float,
+        pending: dict[str, dict[str, Any]],
+    ) -> None:
+        item_id = body["item"]
+        changes = {k: body[k] for k in ITEM_CHANGES if k in body}
+        if not changes:
+            return
+        await conn.execute(
+            update(ITEMS)
+            .where(ITEMS.c.pair_id == pair_id, ITEMS.c.id == item_id)
+            .values(**changes, updated_at=ts)
+        )
+        new_text = changes.get("text")
+        if not _is_text(new_text):
+            return
+        if item_id in pending:  # created in this batch: its entry is not inserted yet
+            pending[item_id]["text"] = new_text
+            return
+        created_in = (
+            select(ITEMS.c.session_id)
+            .where(ITEMS.c.pair_id == pair_id, ITEMS.c.id == item_id)
+            .scalar_subquery()
+        )
+        await conn.execute(
+            update(SEARCH)
+            .where(
+                SEARCH.c.session_id == created_in,
+                SEARCH.c.kind == "item",
+                SEARCH.c.ref == item_id,
+            )
+            .values(text=new_text)
+        )
+
+    def _insert(self, table: Any) -> Any:
+        return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
+
+    async def _index_goal(self, conn: AsyncConnection, session_id: str, pair_id: str) -> None:
+        """The session's goal entry is its last goal event by seq; none once it is cleared."""
+        where = (SEARCH.c.session_id == session_id, SEARCH.c.kind == "goal")
+        await conn.execute(delete(SEARCH).where(*where))
+        q = (
+            select(EVENTS.c.seq, EVENTS.c.ts, EVENTS.c.body)
+            .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == "goal")
+            .order_by(EVENTS.c.seq.desc())
+            .limit(1)
+        )
+        last = (await conn.execute(q)).first()
+        goal = _goal_text(last[2]) if last else None
+        if last and goal:
+            await conn.execute(
+                insert(SEARCH).values(
+                    pair_id=pair_id,
+                    session_id=session_id,
+                    kind="goal",
+                    seq=last[0],
+                    ts=last[1],
+                    text=goal,
+                )
+            )
+
+    async def _index_notes(
+        self, conn: AsyncConnection, session_id: str, notes: str, ts: float | None
+    ) -> None:
+        """Replace the session's notes entry (none for empty notes); ``ts`` defaults to the
+        session's end, else its last activity, else its start."""
+        await conn.execute(
+            delete(SEARCH).where(SEARCH.c.session_id == session_id, SEARCH.c.kind == "notes")
+        )
+        if not notes.strip():
+            return
+        session = (
+            await conn.execute(
+                select(SESSIONS.c.pair_id, SESSIONS.c.started_at, SESSIONS.c.ended_at).where(
+                    SESSIONS.c.id == session_id
+                )
+            )
+        ).first()
+        if session is None:
+            return
+        if ts is None:
+            last = select(func.max(EVENTS.c.ts)).where(EVENTS.c.session_id == session_id)
+            ts = session[2] or (await conn.execute(last)).scalar() or session[1]
+        await conn.execute(
+            insert(SEARCH).values(
+                pair_id=session[0],
+                session_id=session_id,
+                kind="notes",
+                seq=None,
+                ts=ts,
+                text=notes[:NOTES_INDEXED],
+            )
+        )
+
+
+def _entry(
+    pair_id: str, o: StoredEvent, kind: str, text: str, ref: str | None = None
+) -> dict[str, Any]:
+    return {
+        "pair_id": pair_id,
+        "session_id": o.session_id,
+        "kind": kind,
+        "seq": o.seq,
+        "ref": ref,
+        "ts": o.ts,
+        "text": text,
+    }
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _unpack(body: bytes) -> dict[str, Any]:
+    value = msgpack.unpackb(bytes(body), raw=False)
+    return value if isinstance(value, dict) else {}
+
+
+def _goal_text(body: bytes | None) -> str | None:
+    """A goal event's text, None when there is none or it clears the goal."""
+    if body is None:
+        return None
+    goal = _unpack(body).get("text")
+    return goal if isinstance(goal, str) and goal else None
+
+
+def search_words(q: str) -> list[str]:
+    """The words of a query, lower-cased, in order, without repeats: runs of letters and
+    digits (punctuation and ``_`` separate words, as both backends' tokenizers do)."""
+    words: list[str] = []
+    for word in re.findall(r"[^\W_]+", q):
+        word = word.lower()
+        if word not in words:
+            words.append(word)
+    return words[:SEARCH_WORDS]
+
+
+def _fts_quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _fold(text: str) -> str:
+    """The same length as ``text``, each character without its accents (for finding a
+    match that FTS5 found with diacritics removed)."""
+    return "".join(unicodedata.normalize("NFD", ch)[0] if ord(ch) > 127 else ch for ch in text)
+
+
+def excerpt(text: str, words: Sequence[str], size: int = EXCERPT) -> str:
+    """At most ``size`` characters of ``text`` (whitespace runs made one space) around its
+    first whole-word match of any of ``words``; ``…`` marks a cut."""
+    flat = " ".join(text.split())
+    if len(flat) <= size:
+        return flat
+    pattern = "|".join(re.escape(_fold(w)) for w in sorted(words, key=len, reverse=True))
+    found = re.search(rf"(?<![^\W_])(?:{pattern})(?![^\W_])", _fold(flat), re.IGNORECASE)
+    at, end = (found.start(), found.end()) if found else (0, 0)
+    budget = size - 2  # room for the two ellipses
+    start = max(0, min(at - budget // 3, len(flat) - budget))
+    if start > 0:  # begin at a word, unless that would cut into the match
+        space = flat.find(" ", start, at)
+        if 0 <= space - start < 30:
+            start = space + 1
+    stop = min(len(flat), start + budget)
+    if stop < len(flat):
+        space = flat.rfind(" ", max(end, stop - 30), stop)
+        if space > end:
+            stop = space
+    piece = flat[start:stop]
+    return ("…" if start > 0 else "") + piece + ("…" if stop < len(flat) else "")

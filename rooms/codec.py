@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from datetime import date
 from typing import Any, Literal
 
 import msgpack
@@ -17,10 +18,20 @@ Frame = dict[str, Any]
 Format = Literal["msgpack", "json"]
 
 SUBPROTOCOLS: dict[str, Format] = {"menteo.v1.msgpack": "msgpack", "menteo.v1.json": "json"}
-CLIENT_TYPES = frozenset({"hello", "chat", "typing", "notes", "awareness", "signal", "ping", "end"})
+CLIENT_TYPES = frozenset(
+    {
+        "hello", "chat", "typing", "notes", "awareness", "signal", "ping", "end",
+        "goal", "item", "item_update", "mark", "record",
+    }
+)  # fmt: skip
+ACKED_TYPES = frozenset({"chat", "goal", "item", "item_update", "mark", "record"})
 BYTES_FIELDS = ("u",)  # client frames' binary fields, base64 strings in JSON
 MAX_ID = 64
 MAX_TEXT = 4000
+MAX_GOAL = 300
+MAX_ITEM = 500
+ITEM_STATES = ("open", "done", "dropped")
+MARK_KINDS = ("learning", "feedback", "decision", "question")
 
 
 def _no_ext(code: int, data: bytes) -> object:
@@ -103,16 +114,13 @@ def _validate(t: str, raw: Frame, ref: str | None) -> Frame:
                 raise Invalid("'resume.last_seq' must be >= 0", ref)
             frame["resume"] = {"session_id": sid, "last_seq": last}
         return frame
-    if t == "chat":
+    if t in ACKED_TYPES:
         cid = _field(raw, "id", str, ref)
-        text = _field(raw, "text", str, ref)
         if not 1 <= len(cid) <= MAX_ID:
             raise Invalid(f"'id' must be 1-{MAX_ID} characters", ref)
         if not cid.isprintable():
             raise Invalid("'id' must not contain control characters", ref)
-        if not 1 <= len(text) <= MAX_TEXT:
-            raise Invalid(f"'text' must be 1-{MAX_TEXT} characters", cid)
-        return {"t": t, "id": cid, "text": text}
+        return {"t": t, "id": cid, **_acked(t, raw, cid)}
     if t == "typing":
         return {"t": t, "on": _field(raw, "on", bool, ref)}
     if t in ("notes", "awareness"):
@@ -129,6 +137,63 @@ def _validate(t: str, raw: Frame, ref: str | None) -> Frame:
         except SignalInvalid as exc:
             raise Invalid(str(exc), ref) from None
     return {"t": t}  # ping, end
+
+
+def _text(raw: Frame, key: str, low: int, high: int, ref: str) -> str:
+    value: str = _field(raw, key, str, ref)
+    if not low <= len(value) <= high:
+        raise Invalid(f"'{key}' must be {low}-{high} characters", ref)
+    return value
+
+
+def _due(raw: Frame, ref: str) -> str | None:
+    value = raw.get("due")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 10:
+        raise Invalid("'due' must be null or a date YYYY-MM-DD", ref)
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise Invalid("'due' must be null or a date YYYY-MM-DD", ref) from None
+    return value
+
+
+def _acked(t: str, raw: Frame, ref: str) -> Frame:
+    """The fields of a frame that creates a durable event (``id`` checked already)."""
+    if t == "chat":
+        return {"text": _text(raw, "text", 1, MAX_TEXT, ref)}
+    if t == "goal":
+        return {"text": _text(raw, "text", 0, MAX_GOAL, ref)}
+    if t == "item":
+        return {
+            "text": _text(raw, "text", 1, MAX_ITEM, ref),
+            "owner": _field(raw, "owner", str, ref),
+            "due": _due(raw, ref),
+        }
+    if t == "item_update":
+        out: Frame = {"item": _field(raw, "item", str, ref)}
+        if "state" in raw:
+            if raw["state"] not in ITEM_STATES:
+                raise Invalid(f"'state' must be one of {', '.join(ITEM_STATES)}", ref)
+            out["state"] = raw["state"]
+        if "text" in raw:
+            out["text"] = _text(raw, "text", 1, MAX_ITEM, ref)
+        if "owner" in raw:
+            out["owner"] = _field(raw, "owner", str, ref)
+        if "due" in raw:
+            out["due"] = _due(raw, ref)
+        if len(out) == 1:
+            raise Invalid("an item_update changes at least one of state, text, owner, due", ref)
+        return out
+    if t == "mark":
+        if raw.get("kind") not in MARK_KINDS:
+            raise Invalid(f"'kind' must be one of {', '.join(MARK_KINDS)}", ref)
+        mark_ref = raw.get("ref")
+        if mark_ref is not None and (not isinstance(mark_ref, int) or isinstance(mark_ref, bool)):
+            raise Invalid("'ref' must be null or a seq", ref)
+        return {"kind": raw["kind"], "text": _text(raw, "text", 1, MAX_ITEM, ref), "ref": mark_ref}
+    return {"on": _field(raw, "on", bool, ref)}  # record
 
 
 def _str_keys(value: object, depth: int = 0) -> bool:

@@ -23,7 +23,7 @@ from rooms.broker import Broker, BrokerUnavailable
 from rooms.codec import Format, Frame
 from rooms.connection import Connection, Fill, Outgoing, Transport
 from rooms.errors import Close, FatalError, Unavailable
-from rooms.messages import BadMessage, decode_message, encode_message
+from rooms.messages import BadMessage, Erased, decode_message, encode_message
 from rooms.metrics import Metrics
 from rooms.notes import Notes
 from rooms.room import (
@@ -241,6 +241,8 @@ class Hub:
             updates = await self.store.notes_updates(session.id)
             presence = await self.store.presence_seqs(session.id)
             missing = await self.store.missing_seqs(session.id, head)
+            items = await self.store.items(pair_id)
+            state = await self.store.session_state(session.id)
             # claims after presence: a join stored meanwhile has its claim taken before it
             held = {u: await self.broker.holder(pair_id, u) for u in members}
         except BaseException:
@@ -255,8 +257,13 @@ class Hub:
             cfg,
             head=head,
             notes=Notes(updates),
-            present={u for u, (state, _) in presence.items() if state == "joined"},
-            joined={u: seq for u, (state, seq) in presence.items() if state == "joined"},
+            present={u for u, (p, _) in presence.items() if p == "joined"},
+            joined={u: seq for u, (p, seq) in presence.items() if p == "joined"},
+            goal=state["goal"],
+            items={item["id"]: item for item in items},
+            record=state["record"],
+            record_by=state["record_by"],
+            record_seq=state["record_seq"],
         )
         live.room = room
         now = self.clock()
@@ -325,6 +332,10 @@ class Hub:
             if live.room is not None:
                 self._feed(live, live.room.lease_lost())
             self._spawn(self._drop(live))
+
+    async def erase(self, pair_id: str) -> None:
+        """The pair was erased from the store: every node closes its sockets with 4403."""
+        self.broker.publish(f"room:{pair_id}", encode_message(Erased("")))
 
     # a member goes ---------------------------------------------------------------------------
     async def leave(self, conn: Connection) -> None:

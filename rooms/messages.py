@@ -60,7 +60,14 @@ class Offline:
     node: str
 
 
-NodeMessage = Stored | NotesStored | Relayed | Online | Offline
+@dataclass(frozen=True)
+class Erased:
+    """The pair and everything it said were erased: close its sockets (4403), drop the room."""
+
+    session: str  # "" : every session of the room
+
+
+NodeMessage = Stored | NotesStored | Relayed | Online | Offline | Erased
 
 _KINDS: dict[type[Any], str] = {
     Stored: "e",
@@ -68,6 +75,7 @@ _KINDS: dict[type[Any], str] = {
     Relayed: "r",
     Online: "on",
     Offline: "off",
+    Erased: "erased",
 }
 _TYPES = {kind: cls for cls, kind in _KINDS.items()}
 

@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persistence.store import EndSession, StoredEvent, StoredNotes, WriteOp, void_event
-from rooms.codec import Format, Frame, decode, encode, unpack
+from rooms.codec import ACKED_TYPES, Format, Frame, decode, encode, unpack
 from rooms.errors import Close, Invalid, PeerAbsent, ProtocolError, RateLimited, Unavailable
-from rooms.messages import NodeMessage, NotesStored, Offline, Online, Relayed, Stored
+from rooms.messages import Erased, NodeMessage, NotesStored, Offline, Online, Relayed, Stored
 from rooms.notes import Notes
 from rooms.ratelimit import TokenBucket
 
 REPAIR_AFTER = 0.2  # a missing seq is looked up in the store after this long
 GAP_DEADLINE = 5.0  # ... and voided after this long (its node died before storing it)
+OFF_RECORD = 0  # no event has seq 0: what a chat kept off the record is remembered by
 DEDUP_WINDOW = 128  # chat ids remembered per room (a reconnect re-sends only its last few)
 
 
@@ -222,6 +223,11 @@ class Room:
     joined: dict[str, int] = field(default_factory=dict)  # seq of each member's last join
     ended: bool = False
     ending: bool = False  # an end was decided here and is being stored
+    goal: str | None = None
+    items: dict[str, Frame] = field(default_factory=dict)  # the pair's items, by id
+    record: str = "on"  # "on", "requested" or "off", as stored
+    record_by: str | None = None
+    record_seq: int | None = None
     conns: dict[str, _Conn] = field(default_factory=dict)
     holders: dict[str, str] = field(default_factory=dict)  # user -> conn id, here
     remote: dict[str, str] = field(default_factory=dict)  # user -> conn id, on other nodes
@@ -229,7 +235,7 @@ class Room:
     _gap_since: float | None = None  # when the oldest open gap was first seen
     _repair_at: float | None = None
     _loading: bool = False
-    _recent: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    _recent: OrderedDict[str, int | None] = field(default_factory=OrderedDict)  # key -> seq
     _waiting: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # key -> (conn, id)
     _awaited: dict[int, str] = field(default_factory=dict)  # seq of another's attempt -> key
     _ops: dict[int, _Op] = field(default_factory=dict)
@@ -240,6 +246,7 @@ class Room:
     _sweep_at: float | None = None
     _suspects: set[str] = field(default_factory=set)
     _checking_grace: bool = False
+    _record: tuple[str, str | None] | None = None  # decided ahead of storage: (state, by)
     _holes: tuple[int, ...] = ()  # seqs found missing below head when the room was built
     _holes_at: float | None = None
 
@@ -334,7 +341,16 @@ class Room:
             "head": self.head,
             "ice_servers": ice_servers,
             "notes": self.notes.state(),
+            "goal": self.goal,
+            "items": self.open_items(),
+            "record": self.record,
+            "record_by": self.record_by,
         }
+
+    def open_items(self) -> list[Frame]:
+        """The pair's open items, from any session, oldest first."""
+        open_ = [i for i in self.items.values() if i["state"] == "open"]
+        return sorted(open_, key=lambda i: (i["created_at"], i["id"]))
 
     def closed(self, conn: str, released: bool, now: float) -> list[Effect]:
         """The socket is gone. ``released``: it still held the user's claim (it was not
@@ -386,6 +402,18 @@ class Room:
         self._maybe_idle(now)
         return out
 
+    def erased(self) -> list[Effect]:
+        """The pair is gone: its members' sockets close with 4403 and nothing more is decided."""
+        out: list[Effect] = [
+            CloseConn(c, Close.FORBIDDEN, "this pair was erased") for c in self.conns
+        ]
+        self.conns.clear()
+        self.holders.clear()
+        self.remote.clear()
+        self.ended = True
+        self._grace_at = None
+        return out
+
     def lease_lost(self) -> list[Effect]:
         """This node may no longer serve the room: close every connection here with 1013."""
         out: list[Effect] = [
@@ -421,8 +449,8 @@ class Room:
             return []  # nothing is decided after the session's end, even before it is stored
         if t == "ping":
             return [Send(conn, {"t": "pong", "head": self.head})]
-        if t == "chat":
-            return self._chat(conn, user, frame, now)
+        if t in ACKED_TYPES:
+            return self._durable(conn, user, frame, now)
         if t == "typing":
             return self._relay(user, {"t": "typing", "from": user, "on": frame["on"]})
         if t == "awareness":
@@ -453,17 +481,82 @@ class Room:
             self.remote[user] = holder
         return self._relay(frame["from"], frame)
 
-    def _chat(self, conn: str, user: str, frame: Frame, now: float) -> list[Effect]:
-        cid = frame["id"]
+    def _durable(self, conn: str, user: str, frame: Frame, now: float) -> list[Effect]:
+        """A frame that creates a durable event: acked once stored, once per sender and id."""
+        t, cid = frame["t"], frame["id"]
         key = chat_key(user, cid)
-        if key in self._recent:
-            return [Send(conn, {"t": "ack", "id": cid, "seq": self._recent[key]})]
+        if key in self._recent:  # a retry of one stored (or kept off the record)
+            return [Send(conn, _ack(cid, self._recent[key]))]
         if key in self._waiting:  # its first attempt is in flight: ack both once it is stored
             self._waiting[key].append((conn, cid))
             return []
+        if t == "chat" and self._record_state()[0] == "off":
+            return self._off_record(conn, user, frame, now)
+        body = self._body(user, frame)
+        if body is None:  # changes nothing: acked with the seq of what set the state
+            self._remember(key, self.record_seq)
+            return [Send(conn, _ack(cid, self.record_seq))]
         self._waiting[key] = []
-        body = {"id": cid, "from": user, "text": frame["text"]}
-        return self._append(_Op("chat", body, user, key, conn, cid, now))
+        return self._append(_Op(t, body, user, key, conn, cid, now))
+
+    def _body(self, user: str, frame: Frame) -> Frame | None:
+        """The durable event a frame makes (without seq and ts); raise :class:`Invalid`."""
+        t, cid = frame["t"], frame["id"]
+        if t == "chat":
+            return {"id": cid, "from": user, "text": frame["text"]}
+        if t == "goal":
+            return {"id": cid, "by": user, "text": frame["text"]}
+        if t == "item":
+            if frame["owner"] not in self.members:
+                raise Invalid("'owner' must be one of the pair's members", cid)
+            item = {"text": frame["text"], "owner": frame["owner"], "due": frame["due"]}
+            return {"id": cid, "by": user, "item": {**item, "state": "open", "by": user}}
+        if t == "item_update":
+            if frame["item"] not in self.items:
+                raise Invalid("'item' is not an item of this pair", cid)
+            if "owner" in frame and frame["owner"] not in self.members:
+                raise Invalid("'owner' must be one of the pair's members", cid)
+            changes: Frame = {k: frame[k] for k in ("state", "text", "owner", "due") if k in frame}
+            return {"id": cid, "by": user, "item": frame["item"], **changes}
+        if t == "mark":
+            ref = frame["ref"]
+            if ref is not None and not 1 <= ref <= self.head:
+                raise Invalid("'ref' must be the seq of an event of this session", cid)
+            return {"id": cid, "by": user, "kind": frame["kind"], "text": frame["text"], "ref": ref}
+        state = self._record_change(user, frame["on"])
+        if state is None:
+            return None
+        self._record = (state, user)
+        return {"id": cid, "by": user, "state": state}
+
+    def _record_state(self) -> tuple[str, str | None]:
+        return self._record or (self.record, self.record_by)
+
+    def _record_change(self, user: str, on: bool) -> str | None:
+        """Off the record needs both: one asks, the other agrees; either turns it back on."""
+        state, by = self._record_state()
+        if on:
+            return "on" if state != "on" else None
+        if state == "on":
+            return "requested"
+        if state == "requested" and by != user:
+            return "off"
+        return None  # the requester asking again, or off already
+
+    def _off_record(self, conn: str, user: str, frame: Frame, now: float) -> list[Effect]:
+        """Relayed live to both members, kept nowhere; a retry gets the same answer."""
+        cid = frame["id"]
+        self._remember(chat_key(user, cid), OFF_RECORD)
+        chat = {"t": "chat", "id": cid, "from": user, "text": frame["text"], "ts": now}
+        return [
+            Send(conn, _ack(cid, OFF_RECORD)),
+            Publish(Relayed(self.session_id, "", encode_packed({**chat, "off": True}))),
+        ]
+
+    def _remember(self, key: str, seq: int | None) -> None:
+        self._recent[key] = seq
+        if len(self._recent) > DEDUP_WINDOW:
+            self._recent.popitem(last=False)
 
     # the life of a durable event -------------------------------------------------------------
     def _op(self, op: _Op) -> int:
@@ -482,7 +575,7 @@ class Room:
             del self._ops[op_id]
             return []
         if not new:
-            if op.kind != "chat":
+            if op.kind not in ACKED_TYPES:
                 del self._ops[op_id]  # a leave another node is storing
                 return []
             if seq > self.head:  # the first attempt is on its way, here or on another node
@@ -494,6 +587,9 @@ class Room:
             # that seq is behind us: stored long ago, or never (it was voided)
             return [LookupChat(op_id, op.user, op.body["id"])]
         op.seq = seq
+        if op.kind == "item":  # its id and creation time, now that it has a seq
+            item = {"id": f"{self.session_id[:12]}.{seq}", **op.body["item"]}
+            op.body["item"] = {**item, "session_id": self.session_id, "created_at": now}
         frame = {"t": op.kind, "seq": seq, **op.body, "ts": now}
         op.packed = encode_packed(frame)
         write = StoredEvent(
@@ -501,7 +597,7 @@ class Room:
             seq,
             op.kind,
             op.user,
-            op.body["id"] if op.kind == "chat" else None,
+            op.body["id"] if op.kind in ACKED_TYPES else None,
             now,
             op.packed,
             ends_session=op.kind == "ended",
@@ -536,7 +632,7 @@ class Room:
             return self._notes_stored(op)
         assert op.seq is not None and op.packed is not None
         out: list[Effect] = []
-        if op.kind == "chat" and op.conn is not None:
+        if op.kind in ACKED_TYPES and op.conn is not None:
             out.append(Send(op.conn, {"t": "ack", "id": op.ref, "seq": op.seq}, op.since))
         out.append(Publish(Stored(self.session_id, op.seq, op.packed)))
         return out
@@ -556,7 +652,7 @@ class Room:
                 sv = self.notes.state_vector()
                 out.append(Send(op.conn, {**error, "about": "notes", "sv": sv}))
             return out
-        if op.kind == "chat" and not op.retried:
+        if op.kind in ACKED_TYPES and not op.retried:
             # refused as a repeat of a chat stored under another seq? the store knows
             op.retried = True
             op.seq = op.packed = None
@@ -576,8 +672,12 @@ class Room:
             self._maybe_idle(now)
         if op.kind == "ended":
             self.ending = False
+        if op.kind == "record":
+            self._record = None  # back to what is stored
         waiting = (
-            self._waiting.pop(chat_key(op.user, op.body["id"]), []) if op.kind == "chat" else []
+            self._waiting.pop(chat_key(op.user, op.body["id"]), [])
+            if op.kind in ACKED_TYPES
+            else []
         )
         if op.conn is not None and op.ref is not None:
             waiting.insert(0, (op.conn, op.ref))
@@ -627,6 +727,8 @@ class Room:
 
     # what other nodes say ---------------------------------------------------------------------
     def message(self, msg: NodeMessage, now: float) -> list[Effect]:
+        if isinstance(msg, Erased):
+            return self.erased()
         if msg.session != self.session_id:
             return []  # a late message of an earlier session of this room
         if isinstance(msg, Stored):
@@ -672,16 +774,24 @@ class Room:
     def _apply(self, event: Frame, now: float) -> list[Effect]:
         t = event["t"]
         seq = event["seq"]
-        if t == "chat":
-            key = chat_key(event["from"], event["id"])
-            self._recent[key] = seq
-            if len(self._recent) > DEDUP_WINDOW:
-                self._recent.popitem(last=False)
+        out: list[Effect] = []
+        if t in ACKED_TYPES:
+            key = chat_key(event.get("from") or event["by"], event["id"])
+            self._remember(key, seq)
             self._awaited.pop(seq, None)
-            return [
-                Send(c, {"t": "ack", "id": cid, "seq": seq})
-                for c, cid in self._waiting.pop(key, [])
-            ]
+            out = [Send(c, _ack(cid, seq)) for c, cid in self._waiting.pop(key, [])]
+        if t == "goal":
+            self.goal = event["text"] or None
+        elif t == "item":
+            self.items[event["item"]["id"]] = event["item"]
+        elif t == "item_update" and event["item"] in self.items:
+            changes: Frame = {k: event[k] for k in ("state", "text", "owner", "due") if k in event}
+            self.items[event["item"]] = {**self.items[event["item"]], **changes}
+        elif t == "record":
+            self.record, self.record_by, self.record_seq = event["state"], event["by"], seq
+            self._record = None
+        if out or t in ACKED_TYPES:
+            return out
         if t == "presence":  # decided here or on another node: either way it holds now
             uid = event["user"]["id"]
             if event["state"] == "joined":
@@ -697,10 +807,10 @@ class Room:
         elif t == "ended":
             self.ended = True
             self._grace_at = None
-            out: list[Effect] = [
+            closes: list[Effect] = [
                 CloseConn(c, Close.NORMAL, "session ended", after_queue=True) for c in self.conns
             ]
-            return [*out, Finish()]
+            return [*closes, Finish()]
         return []
 
     def loaded(self, rows: Sequence[tuple[int, bytes]], now: float) -> list[Effect]:
@@ -801,6 +911,14 @@ class Room:
             self._suspects = missing - self._suspects
         self._maybe_idle(now)
         return out
+
+
+def _ack(cid: str, seq: int | None) -> Frame:
+    """An ack; ``seq`` None: a record frame that changed nothing while recording has been on
+    since the start; ``OFF_RECORD``: a chat kept off the record."""
+    if seq == OFF_RECORD:
+        return {"t": "ack", "id": cid, "seq": None, "off": True}
+    return {"t": "ack", "id": cid, "seq": seq}
 
 
 def encode_packed(frame: Frame) -> bytes:

@@ -14,10 +14,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from persistence.store import PairRecord
 from server.auth import DEFAULT_TTL, TokenError, mint, verify
 from server.errors import ApiError
+from server.journey import journey, journey_markdown
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.pairs import check_name, create_pair, pair_json
 from server.services import Services
 from server.transcript import markdown, transcript
+
+SEARCH_LIMIT = 20
+SEARCH_MAX_LIMIT = 100
+SEARCH_MAX_QUERY = 500
 
 
 def services(request: Request) -> Services:
@@ -95,10 +100,56 @@ async def list_sessions(request: Request) -> Response:
                 "started_at": s.started_at,
                 "ended_at": s.ended_at,
                 "message_count": n,
+                "goal": goal,
             }
-            for s, n in rows
+            for s, n, goal in rows
         ]
     )
+
+
+def md_response(text: str, filename: str) -> Response:
+    return PlainTextResponse(
+        text,
+        media_type="text/markdown; charset=utf-8",
+        headers={"content-disposition": f'inline; filename="{filename}"'},
+    )
+
+
+def output_format(request: Request) -> str:
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "md"):
+        raise ApiError(422, "format must be json or md")
+    return fmt
+
+
+async def search(request: Request) -> Response:
+    """The pair's texts that hold every word of ``q``, newest first."""
+    svc = services(request)
+    pair = await member_of(request, request.path_params["pair_id"], "no such pair")
+    q = request.query_params.get("q", "")
+    if not q.strip():
+        raise ApiError(422, "'q' is required: the words to search for")
+    if len(q) > SEARCH_MAX_QUERY:
+        raise ApiError(422, f"'q' must be at most {SEARCH_MAX_QUERY} characters")
+    raw = request.query_params.get("limit", str(SEARCH_LIMIT))
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= SEARCH_MAX_LIMIT:
+        raise ApiError(422, f"'limit' must be an integer from 1 to {SEARCH_MAX_LIMIT}")
+    return JSONResponse({"results": await svc.store.search(pair.id, q, limit)})
+
+
+async def get_journey(request: Request) -> Response:
+    """The pair's sessions, goals, key moments and items with their history."""
+    svc = services(request)
+    pair = await member_of(request, request.path_params["pair_id"], "no such pair")
+    fmt = output_format(request)
+    doc = await journey(svc.store, pair)
+    if fmt == "md":
+        return md_response(journey_markdown(doc), f"journey-{pair.id}.md")
+    return JSONResponse(doc)
 
 
 async def get_transcript(request: Request) -> Response:
@@ -111,11 +162,8 @@ async def get_transcript(request: Request) -> Response:
         raise ApiError(422, "format must be json or md")
     doc = await transcript(svc.store, session)
     if fmt == "md":
-        return PlainTextResponse(
-            markdown(doc, pair),
-            media_type="text/markdown; charset=utf-8",
-            headers={"content-disposition": f'inline; filename="session-{session.id}.md"'},
-        )
+        items = {item["id"]: item for item in await svc.store.items(pair.id)}
+        return md_response(markdown(doc, pair, items), f"session-{session.id}.md")
     return JSONResponse(doc)
 
 
@@ -168,3 +216,14 @@ async def post_token(request: Request) -> Response:
     return JSONResponse(
         {"token": mint(svc.settings.secret, user_id, pair.id, ttl)}, status_code=201
     )
+
+
+async def delete_pair(request: Request) -> Response:
+    """Erase the pair and everything it stored, then close its sockets on every node."""
+    admin(request)
+    svc = services(request)
+    pair_id = request.path_params["pair_id"]
+    if not await svc.store.erase_pair(pair_id):
+        raise ApiError(404, "no such pair")
+    await svc.hub.erase(pair_id)
+    return Response(status_code=204)

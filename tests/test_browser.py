@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -268,3 +269,207 @@ async def test_end_session_and_review(
     download = await info.value
     text = Path(await download.path()).read_text()  # noqa: ASYNC240 (a small local file)
     assert "Our plan: read chapter 3" in text
+
+
+# ---- contract v1.1: the mentorship journey -------------------------------------------------------
+
+
+def in_item_list(m: Member, text: str) -> Any:
+    return m.tid("item-list").get_by_test_id("item").filter(has_text=text)
+
+
+async def end_and_start_again(pair: Pair, mentor: Member, mentee: Member) -> None:
+    """The mentee ends the session; both start the next one from the ended banner."""
+    await mentee.tid("end-session").click()
+    await mentee.tid("confirm-end").click()
+    for m in (mentor, mentee):
+        await expect(m.tid("connection-state")).to_have_attribute("data-state", "ended")
+    for m in (mentor, mentee):
+        await m.page.locator("#new-session").click()
+        await m.live()
+
+
+async def search_for(page: Page, q: str, expect_results: bool) -> Any:
+    """Search from the sessions page; the index may trail the writes a little, so a search
+    that must find something is asked again (bounded) until it does."""
+    results = page.get_by_test_id("search-result")
+    for _ in range(20):
+        await page.evaluate("document.body.dataset.search = 'asked'")
+        await page.get_by_test_id("search-input").fill(q)
+        await page.get_by_test_id("search-input").press("Enter")
+        await expect(page.locator("body")).to_have_attribute("data-search", "done")
+        if not expect_results or await results.count():
+            break
+        await page.wait_for_timeout(250)
+    return results
+
+
+async def session_id_of(m: Member) -> str:
+    sid = await m.page.evaluate("window.menteo.client.sessionId")
+    assert isinstance(sid, str) and sid
+    return sid
+
+
+async def test_goal_item_mark_carried_to_next_session_search_and_journey(
+    room: tuple[Pair, Member, Member], server: ServerProcess
+) -> None:
+    pair, mentor, mentee = room
+    first = await session_id_of(mentor)
+
+    # the goal: set by one, shown to both
+    await mentor.tid("session-goal").click()
+    await mentor.tid("goal-input").fill("Finish chapter three")
+    await mentor.tid("goal-input").press("Enter")
+    for m in (mentor, mentee):
+        await expect(m.tid("session-goal")).to_have_text("Finish chapter three")
+
+    # an action item with an owner and a due date
+    await mentee.tid("item-text").fill("Send the draft to Ada")
+    await mentee.tid("item-owner").select_option(pair.mentee)
+    await mentee.tid("item-due").fill("2030-01-15")
+    await mentee.tid("item-add").click()
+    for m in (mentor, mentee):
+        item = in_item_list(m, "Send the draft to Ada")
+        await expect(item).to_have_count(1)
+        await expect(item).to_have_attribute("data-state", "open")
+        await expect(item).to_have_attribute("data-item-id", re.compile(r".+"))
+
+    # a task line of the notes becomes an item with one click
+    await mentor.tid("notes-editor").click()
+    await mentor.tid("notes-editor").press_sequentially("- [ ] Book a practice talk @Grace")
+    await mentor.tid("notes-to-item").click()
+    booked = in_item_list(mentee, "Book a practice talk")
+    await expect(booked).to_have_count(1)
+    await expect(booked.get_by_test_id("item-set-owner")).to_have_value(pair.mentee)
+    await expect(mentor.tid("notes-to-item")).to_be_disabled()
+
+    # a key moment from a chat message
+    await mentor.say("Your intro is too long: cut it to one page")
+    msg = messages(mentee, "Your intro is too long")
+    await expect(msg).to_have_attribute("data-seq", re.compile(r"\d+"))
+    await msg.get_by_test_id("mark-button").click()
+    await mentee.page.get_by_role("button", name="feedback", exact=True).click()
+    for m in (mentor, mentee):
+        mark = m.tid("mark").filter(has_text="Your intro is too long")
+        await expect(mark).to_have_count(1)
+        await expect(mark).to_have_attribute("data-kind", "feedback")
+        await expect(mark).to_have_attribute("data-pending", "false")
+
+    # the next session: the item is "since last time", and ticked off there it stays listed
+    await end_and_start_again(pair, mentor, mentee)
+    second = await session_id_of(mentee)
+    assert second != first
+    for m in (mentor, mentee):
+        await expect(m.tid("session-goal")).to_have_text("")
+        since = (
+            m.page.locator("#items-since")
+            .get_by_test_id("item")
+            .filter(has_text="Send the draft to Ada")
+        )
+        await expect(since).to_have_count(1)
+        await expect(m.page.locator("#since-title")).to_be_visible()
+    carried = in_item_list(mentee, "Send the draft to Ada")
+    await carried.get_by_test_id("item-toggle").click()
+    for m in (mentor, mentee):
+        await expect(in_item_list(m, "Send the draft to Ada")).to_have_attribute(
+            "data-state", "done"
+        )
+        await expect(in_item_list(m, "Send the draft to Ada")).to_have_attribute(
+            "data-pending", "false"
+        )
+
+    # a reload in the same session: the item ticked off is still listed, with its text
+    await mentee.page.reload()
+    await mentee.live()
+    await expect(in_item_list(mentee, "Send the draft to Ada")).to_have_attribute(
+        "data-state", "done"
+    )
+
+    # search lands on the right session, at that moment
+    page = mentor.page
+    await page.goto(f"{server.http}/rooms/{pair.id}/sessions#token={pair.mentor_token}")
+    results = await search_for(page, "intro", expect_results=True)
+    hit = results.filter(has_text="too long").first
+    await expect(hit).to_have_attribute("data-session-id", first)
+    await hit.click()
+    await expect(page).to_have_url(re.compile(f"/sessions/{first}"))
+    await expect(page.locator("[data-highlight=true]")).to_contain_text("too long")
+    await expect(page.locator("#summary-goal")).to_contain_text("Finish chapter three")
+
+    # the journey page, and its Markdown
+    await page.goto(f"{server.http}/rooms/{pair.id}/sessions#token={pair.mentor_token}")
+    await page.get_by_test_id("journey-link").click()
+    await expect(page).to_have_url(re.compile(f"/rooms/{pair.id}/journey"))
+    await expect(page.get_by_test_id("journey-session")).to_have_count(2)
+    await expect(page.get_by_test_id("journey-session").first).to_contain_text(
+        "Finish chapter three"
+    )
+    await expect(page.get_by_test_id("journey-mark")).to_have_attribute("data-kind", "feedback")
+    journey_item = page.get_by_test_id("journey-item").filter(has_text="Send the draft to Ada")
+    await expect(journey_item).to_have_attribute("data-state", "done")
+    async with page.expect_download() as info:
+        await page.get_by_test_id("download-journey").click()
+    download = await info.value
+    text = Path(await download.path()).read_text()  # noqa: ASYNC240 (a small local file)
+    assert "Send the draft to Ada" in text and "Finish chapter three" in text
+
+
+async def test_off_the_record_by_consent_and_absent_from_review(
+    room: tuple[Pair, Member, Member], server: ServerProcess
+) -> None:
+    pair, mentor, mentee = room
+    await mentor.say("Before we pause the record")
+    await expect(messages(mentee, "Before we pause the record")).to_have_count(1)
+
+    # the mentee asks; only the mentor may agree
+    await mentee.tid("record-toggle").click()
+    for m in (mentor, mentee):
+        await expect(m.tid("record-toggle")).to_have_attribute("data-state", "requested")
+        await expect(m.tid("record-banner")).to_be_visible()
+    await expect(mentee.tid("record-banner")).to_contain_text("Waiting for Ada Mentor")
+    await expect(mentee.tid("record-accept")).to_be_hidden()
+    await expect(mentor.tid("record-banner")).to_contain_text("Grace Mentee asks")
+    await expect(mentor.tid("record-banner")).to_contain_text("not kept")
+    await mentor.tid("record-accept").click()
+    for m in (mentor, mentee):
+        await expect(m.tid("record-toggle")).to_have_attribute("data-state", "off")
+        await expect(m.tid("record-banner")).to_contain_text("asked by")
+        await expect(m.tid("record-banner")).to_contain_text("notes are still saved")
+
+    # said off the record: relayed, marked as such, acked without a seq
+    await mentee.say("Something about my manager, quietly")
+    own = messages(mentee, "my manager, quietly")
+    await expect(own).to_have_attribute("data-off", "true")
+    await expect(own).to_have_attribute("data-status", "delivered")
+    assert await own.get_attribute("data-seq") is None
+    theirs = messages(mentor, "my manager, quietly")
+    await expect(theirs).to_have_count(1)
+    await expect(theirs).to_have_attribute("data-off", "true")
+    await expect(theirs.get_by_test_id("mark-button")).to_have_count(0)
+    assert await mentee.page.evaluate("window.menteo.client.unacked.size") == 0
+
+    # either one turns recording back on
+    await mentor.tid("record-toggle").click()
+    for m in (mentor, mentee):
+        await expect(m.tid("record-toggle")).to_have_attribute("data-state", "on")
+        await expect(m.tid("record-banner")).to_be_hidden()
+    await mentee.say("Back on the record now")
+    back = messages(mentor, "Back on the record now")
+    await expect(back).to_have_attribute("data-seq", re.compile(r"\d+"))
+    sid = await session_id_of(mentor)
+
+    # the review page: the stretch as one line, nothing said in it
+    page = mentor.page
+    await page.goto(f"{server.http}/sessions/{sid}#token={pair.mentor_token}")
+    events = page.get_by_test_id("transcript-event")
+    await expect(events.filter(has_text="Back on the record now")).to_have_count(1)
+    await expect(events.filter(has_text="Before we pause the record")).to_have_count(1)
+    await expect(events.filter(has_text="my manager")).to_have_count(0)
+    stretch = page.locator('[data-kind="off-record"]')
+    await expect(stretch).to_have_count(1)
+    await expect(stretch).to_contain_text("asked by Grace Mentee, agreed by Ada Mentor")
+    # and search does not find it, while it finds what was said after (the barrier)
+    await page.goto(f"{server.http}/rooms/{pair.id}/sessions#token={pair.mentor_token}")
+    await search_for(page, "Back", expect_results=True)
+    results = await search_for(page, "manager", expect_results=False)
+    await expect(results).to_have_count(0)

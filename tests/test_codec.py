@@ -320,3 +320,68 @@ def test_chat_id_with_control_characters_is_invalid(cid: str) -> None:
     with pytest.raises(Invalid) as info:
         decode(msgpack.packb({"t": "chat", "id": cid, "text": "hi"}))
     assert info.value.ref == cid
+
+
+# contract v1.1: frames that create durable events ---------------------------------------------
+JOURNEY_VALID: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({"t": "goal", "id": "g", "text": ""}, {"t": "goal", "id": "g", "text": ""}),
+    ({"t": "goal", "id": "g", "text": "é" * 300}, {"t": "goal", "id": "g", "text": "é" * 300}),
+    (
+        {"t": "item", "id": "i", "text": "x", "owner": "u"},
+        {"t": "item", "id": "i", "text": "x", "owner": "u", "due": None},
+    ),
+    (
+        {"t": "item", "id": "i", "text": "漢" * 500, "owner": "u", "due": "2028-02-29"},
+        {"t": "item", "id": "i", "text": "漢" * 500, "owner": "u", "due": "2028-02-29"},
+    ),
+    (
+        {"t": "item_update", "id": "u", "item": "a.1", "state": "dropped", "due": None},
+        {"t": "item_update", "id": "u", "item": "a.1", "state": "dropped", "due": None},
+    ),
+    (
+        {"t": "mark", "id": "m", "kind": "question", "text": "why?"},
+        {"t": "mark", "id": "m", "kind": "question", "text": "why?", "ref": None},
+    ),
+    (
+        {"t": "mark", "id": "m", "kind": "decision", "text": "go", "ref": 3},
+        {"t": "mark", "id": "m", "kind": "decision", "text": "go", "ref": 3},
+    ),
+    ({"t": "record", "id": "r", "on": False}, {"t": "record", "id": "r", "on": False}),
+]
+
+
+@pytest.mark.parametrize(("frame", "expected"), JOURNEY_VALID)
+def test_journey_frames_valid(frame: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert decode(mp(frame)) == expected
+    assert decode(js(frame), "json") == expected
+
+
+JOURNEY_INVALID: list[dict[str, Any]] = [
+    {"t": "goal", "id": "g"},
+    {"t": "goal", "id": "g", "text": "x" * 301},
+    {"t": "goal", "id": "", "text": "x"},
+    {"t": "item", "id": "i", "text": "", "owner": "u"},
+    {"t": "item", "id": "i", "text": "x" * 501, "owner": "u"},
+    {"t": "item", "id": "i", "text": "x", "owner": 5},
+    {"t": "item", "id": "i", "text": "x", "owner": "u", "due": "2026-02-30"},
+    {"t": "item", "id": "i", "text": "x", "owner": "u", "due": "tomorrow"},
+    {"t": "item", "id": "i", "text": "x", "owner": "u", "due": "2026-2-3"},
+    {"t": "item", "id": "i", "text": "x", "owner": "u", "due": 20260203},
+    {"t": "item_update", "id": "u", "item": "a.1"},
+    {"t": "item_update", "id": "u", "item": "a.1", "state": "finished"},
+    {"t": "item_update", "id": "u", "state": "done"},
+    {"t": "item_update", "id": "u", "item": "a.1", "text": ""},
+    {"t": "mark", "id": "m", "kind": "praise", "text": "x"},
+    {"t": "mark", "id": "m", "kind": "learning", "text": ""},
+    {"t": "mark", "id": "m", "kind": "learning", "text": "x", "ref": True},
+    {"t": "mark", "id": "m", "kind": "learning", "text": "x", "ref": "3"},
+    {"t": "record", "id": "r"},
+    {"t": "record", "id": "r", "on": 1},
+]
+
+
+@pytest.mark.parametrize("frame", JOURNEY_INVALID)
+def test_journey_frames_invalid(frame: dict[str, Any]) -> None:
+    with pytest.raises(Invalid) as exc:
+        decode(mp(frame))
+    assert exc.value.ref == frame["id"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -215,7 +216,8 @@ async def test_sessions_list(server: ServerProcess) -> None:
         assert status == 200, rows
         assert [r["id"] for r in rows] == [second, first]  # newest first
         for r in rows:
-            assert set(r) == {"id", "started_at", "ended_at", "message_count"}
+            assert set(r) == {"id", "started_at", "ended_at", "message_count", "goal"}
+            assert r["goal"] is None
             assert isinstance(r["started_at"], float)
         live, done = rows
         assert live["ended_at"] is None
@@ -331,3 +333,269 @@ async def test_transcript_errors(server: ServerProcess) -> None:
         status, body, _ = server.request("GET", f"{path}?format={fmt}", token=pair.mentor_token)
         assert_error(status, body, 422)
     await a.close()
+
+
+# contract v1.1: search, journey, erase ---------------------------------------------------------
+async def durable(client: Client, frame: dict[str, Any]) -> dict[str, Any]:
+    """Send an acked frame; return its ack once stored."""
+    await client.send(frame)
+    ack = await client.expect("ack", id=frame["id"])
+    assert ack.get("seq") is not None, ack
+    return ack
+
+
+async def journey_session(server: ServerProcess, pair: Pair) -> tuple[str, str]:
+    """One ended session with a goal, chats, an item, a key moment; return (session, item)."""
+    a = await Client.open(server, pair.id, pair.mentor_token)
+    await durable(a, {"t": "goal", "id": "g1", "text": "Plan the Budget"})
+    chat = await durable(a, {"t": "chat", "id": "c1", "text": "The budget is tight this year"})
+    await durable(a, {"t": "chat", "id": "c2", "text": "Nothing else to say"})
+    await durable(
+        a, {"t": "item", "id": "i1", "text": "Cut the budget", "owner": pair.mentee, "due": None}
+    )
+    item = await a.expect("item")
+    await durable(
+        a,
+        {"t": "mark", "id": "m1", "kind": "decision", "text": "Budget first", "ref": chat["seq"]},
+    )
+    await a.send({"t": "end"})
+    await a.expect("ended")
+    assert await a.closed() == 1000
+    return a.welcome["session_id"], item["item"]["id"]
+
+
+def search(
+    server: ServerProcess, pair: Pair, query: str, tok: str | None = None
+) -> tuple[int, Any]:
+    status, body, _ = server.request(
+        "GET", f"/api/rooms/{pair.id}/search?{query}", token=tok or pair.mentee_token
+    )
+    return status, body
+
+
+async def test_sessions_list_shows_the_goal(server: ServerProcess) -> None:
+    pair = server.pair()
+    sid, _ = await journey_session(server, pair)
+    status, rows, _ = server.request(
+        "GET", f"/api/rooms/{pair.id}/sessions", token=pair.mentor_token
+    )
+    assert status == 200, rows
+    assert [(r["id"], r["goal"], r["message_count"]) for r in rows] == [(sid, "Plan the Budget", 2)]
+
+
+async def test_search(server: ServerProcess) -> None:
+    pair, other = server.pair(), server.pair()
+    sid, _ = await journey_session(server, pair)
+    await journey_session(server, other)
+    status, body = search(server, pair, "q=BUDGET")
+    assert status == 200, body
+    assert set(body) == {"results"}
+    got = body["results"]
+    assert {r["kind"] for r in got} == {"goal", "chat", "item", "mark"}
+    assert all(r["session_id"] == sid for r in got)  # never the other pair's
+    for r in got:
+        assert set(r) == {"session_id", "kind", "seq", "text", "ts"}
+        assert "budget" in r["text"].lower() and len(r["text"]) <= 300
+    assert [r["ts"] for r in got] == sorted((r["ts"] for r in got), reverse=True)  # newest first
+    status, body = search(server, pair, "q=budget&limit=2")
+    assert status == 200 and body["results"] == got[:2]
+    status, body = search(server, pair, "q=budget+tight")
+    assert status == 200 and [r["kind"] for r in body["results"]] == ["chat"]
+    # whole words; no query syntax; punctuation alone finds nothing
+    for q in ("budg", "budgets", "%21%21%21", "%22", "NEAR%28budget", "budget%20OR%20x"):
+        status, body = search(server, pair, f"q={q}")
+        assert status == 200 and body == {"results": []}, (q, body)
+
+
+def test_search_errors(server: ServerProcess) -> None:
+    pair, other = server.pair(), server.pair()
+    path = f"/api/rooms/{pair.id}/search?q=x"
+    for tok in (None, "garbage", token(pair.mentor, pair.id, exp=time.time() - 60)):
+        status, body, _ = server.request("GET", path, token=tok)
+        assert_error(status, body, 401)
+    for tok in (other.mentor_token, token(other.mentee, pair.id), token(pair.mentor, other.id)):
+        status, body, _ = server.request("GET", path, token=tok)
+        assert_error(status, body, 403)
+    status, body, _ = server.request(
+        "GET", "/api/rooms/no-such-pair/search?q=x", token=token(pair.mentor, "no-such-pair")
+    )
+    assert_error(status, body, 404)
+    for query in ("", "q=", "q=%20%20", "q=%0A", "limit=5", "q=x&limit=0", "q=x&limit=101",
+                  "q=x&limit=-1", "q=x&limit=ten", "q=x&limit=", "q=x&limit=1.5",
+                  "q=" + "x" * 501):  # fmt: skip
+        status, body = search(server, pair, query)
+        assert_error(status, body, 422)
+    for query in ("q=x&limit=1", "q=x&limit=100", "q=" + "x" * 500):
+        status, body = search(server, pair, query)
+        assert status == 200 and body == {"results": []}, body
+
+
+async def test_journey_json_and_markdown(server: ServerProcess) -> None:
+    pair = server.pair("Ada *Lovelace*", "Grace <b>Hopper</b>")
+    s1, item_id = await journey_session(server, pair)
+    b = await Client.open(server, pair.id, pair.mentee_token)
+    s2 = b.welcome["session_id"]
+    assert [i["id"] for i in b.welcome["items"]] == [item_id]  # still open: carried over
+    done = await durable(b, {"t": "item_update", "id": "u1", "item": item_id, "state": "done"})
+    forged = "fine\r\n## Forged heading\u2028- `10:00:00` **Ada**: <script>x</script>"
+    await durable(b, {"t": "chat", "id": "c1", "text": forged})
+    await durable(b, {"t": "goal", "id": "g1", "text": ""})
+
+    status, doc, headers = server.request(
+        "GET", f"/api/rooms/{pair.id}/journey", token=pair.mentor_token
+    )
+    assert status == 200, doc
+    assert headers["content-type"].startswith("application/json")
+    assert doc["pair"] == {
+        "id": pair.id,
+        "mentor": {"id": pair.mentor, "name": "Ada *Lovelace*"},
+        "mentee": {"id": pair.mentee, "name": "Grace <b>Hopper</b>"},
+    }
+    assert [s["id"] for s in doc["sessions"]] == [s1, s2]
+    first, second = doc["sessions"]
+    assert set(first) == {"id", "started_at", "ended_at", "goal", "message_count", "marks"}
+    assert (first["goal"], first["message_count"]) == ("Plan the Budget", 2)
+    assert (second["goal"], second["message_count"], second["ended_at"]) == (None, 1, None)
+    [mark] = first["marks"]
+    assert set(mark) == {"seq", "kind", "text", "by", "ts", "ref"}
+    assert (mark["kind"], mark["text"], mark["by"]) == ("decision", "Budget first", pair.mentor)
+    assert second["marks"] == []
+    [item] = doc["items"]
+    assert set(item) == {
+        "id", "text", "owner", "due", "state", "by", "session_id", "created_at", "history"
+    }  # fmt: skip
+    assert (item["id"], item["text"], item["state"], item["session_id"]) == (
+        item_id,
+        "Cut the budget",
+        "done",
+        s1,
+    )
+    created, updated = item["history"]
+    assert (created["session_id"], created["by"], created["text"], created["state"]) == (
+        s1,
+        pair.mentor,
+        "Cut the budget",
+        "open",
+    )
+    assert updated == {
+        "session_id": s2,
+        "seq": done["seq"],
+        "by": pair.mentee,
+        "ts": updated["ts"],
+        "state": "done",
+    }
+
+    status, md, headers = server.request(
+        "GET", f"/api/rooms/{pair.id}/journey?format=md", token=pair.mentee_token, raw=True
+    )
+    assert status == 200
+    assert headers["content-type"].startswith("text/markdown")
+    assert r"Ada \*Lovelace\*" in md and r"Grace \<b\>Hopper\</b\>" in md
+    assert "<b>" not in md and pair.mentor not in md and pair.mentee not in md  # names, not ids
+    for text in ("Plan the Budget", "Budget first", "Cut the budget", "marked it done"):
+        assert text in md, text
+    status, body, _ = server.request(
+        "GET", f"/api/rooms/{pair.id}/journey?format=pdf", token=pair.mentee_token
+    )
+    assert_error(status, body, 422)
+
+    # the transcript's Markdown: the goal and its change, items, key moments, escaped text
+    status, md, _ = server.request(
+        "GET", f"/api/sessions/{s2}/transcript?format=md", token=pair.mentee_token, raw=True
+    )
+    assert status == 200
+    assert "cleared the goal" in md and "marked it done" in md and "Cut the budget" in md
+    assert not any(line.startswith("## Forged") for line in md.splitlines())
+    assert not any("<script>" in line for line in md.splitlines())
+    assert "\r" not in md and "\u2028" not in md
+    # the forged lines stay inside the chat's list item, escaped
+    assert "\n  \\## Forged heading\n  \\- \\`10:00:00\\` \\*\\*Ada\\*\\*: \\<script\\>" in md
+    status, md, _ = server.request(
+        "GET", f"/api/sessions/{s1}/transcript?format=md", token=pair.mentee_token, raw=True
+    )
+    assert "Plan the Budget" in md and "Decision" in md and "Budget first" in md
+    await b.close()
+
+
+def test_journey_errors(server: ServerProcess) -> None:
+    pair, other = server.pair(), server.pair()
+    path = f"/api/rooms/{pair.id}/journey"
+    status, doc, _ = server.request("GET", path, token=pair.mentee_token)
+    assert status == 200 and doc["sessions"] == [] and doc["items"] == []
+    for tok in (None, "garbage", token(pair.mentor, pair.id, exp=time.time() - 60)):
+        status, body, _ = server.request("GET", path, token=tok)
+        assert_error(status, body, 401)
+    for tok in (other.mentor_token, token(other.mentee, pair.id), token(pair.mentor, other.id)):
+        status, body, _ = server.request("GET", path, token=tok)
+        assert_error(status, body, 403)
+    status, body, _ = server.request(
+        "GET", "/api/rooms/no-such-pair/journey", token=token(pair.mentor, "no-such-pair")
+    )
+    assert_error(status, body, 404)
+
+
+async def test_off_the_record_in_the_transcript_markdown(server: ServerProcess) -> None:
+    pair = server.pair("Vera Vance", "Walt Webb")
+    a = await Client.open(server, pair.id, pair.mentor_token)
+    b = await Client.open(server, pair.id, pair.mentee_token)
+    sid = a.welcome["session_id"]
+    await durable(b, {"t": "record", "id": "r1", "on": False})  # Walt asks
+    await durable(a, {"t": "record", "id": "r2", "on": False})  # Vera agrees: off
+    await b.send({"t": "chat", "id": "secret", "text": "kept nowhere"})
+    assert (await b.expect("ack", id="secret"))["seq"] is None
+    await durable(a, {"t": "record", "id": "r3", "on": True})  # back on
+    await durable(a, {"t": "record", "id": "r4", "on": False})  # Vera asks
+    await durable(b, {"t": "record", "id": "r5", "on": True})  # Walt declines
+    await durable(a, {"t": "chat", "id": "c1", "text": "on the record again"})
+    status, md, _ = server.request(
+        "GET", f"/api/sessions/{sid}/transcript?format=md", token=pair.mentor_token, raw=True
+    )
+    assert status == 200
+    assert "kept nowhere" not in md
+    stretches = [line for line in md.splitlines() if "off the record" in line]
+    assert len(stretches) == 2, stretches
+    assert re.search(
+        r"off the record \d\d:\d\d\u2013\d\d:\d\d, asked by Walt Webb, agreed by Vera Vance",
+        stretches[0],
+    ), stretches
+    assert "Vera Vance asked to go off the record; Walt Webb declined" in stretches[1]
+    status, body = search(server, pair, "q=nowhere")
+    assert status == 200 and body == {"results": []}
+    await a.close()
+    await b.close()
+
+
+async def test_erase_a_pair(server: ServerProcess) -> None:
+    pair, other = server.pair(), server.pair()
+    sid, _ = await journey_session(server, pair)
+    await journey_session(server, other)
+    a = await Client.open(server, pair.id, pair.mentor_token)
+    path = f"/api/pairs/{pair.id}"
+    for tok in (None, "wrong-admin-token", pair.mentor_token):
+        status, body, _ = server.request("DELETE", path, token=tok)
+        assert_error(status, body, 401)
+    status, body, _ = server.request("DELETE", path, token=ADMIN)
+    assert (status, body) == (204, None)
+    assert await a.closed() == 4403  # its open socket is closed
+    for get in (
+        f"/api/rooms/{pair.id}/sessions",
+        f"/api/rooms/{pair.id}/journey",
+        f"/api/rooms/{pair.id}/search?q=budget",
+        f"/api/sessions/{sid}/transcript",
+    ):
+        status, body, _ = server.request("GET", get, token=pair.mentor_token)
+        assert_error(status, body, 404)
+    again = await Client.open(server, pair.id, None)
+    await again.send({"t": "hello", "token": pair.mentee_token})
+    assert await again.closed() == 4403
+    status, body, _ = server.request(
+        "POST", f"/api/pairs/{pair.id}/tokens", {"user_id": pair.mentor}, ADMIN
+    )
+    assert_error(status, body, 404)
+    status, body, _ = server.request("DELETE", path, token=ADMIN)
+    assert_error(status, body, 404)
+    status, body, _ = server.request("DELETE", "/api/pairs/no-such-pair", token=ADMIN)
+    assert_error(status, body, 404)
+    # the other pair keeps everything
+    status, body = search(server, other, "q=budget")
+    assert status == 200 and len(body["results"]) == 4

@@ -13,7 +13,10 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgpack
+import pycrdt
 import pytest
+from alembic import command
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
@@ -21,11 +24,17 @@ from sqlmodel import SQLModel
 import persistence.models  # noqa: F401
 from persistence import migrate
 from persistence.migrate import SchemaError
-from persistence.store import Store, async_url, pg_connect_args
+from persistence.store import PairRecord, Store, async_url, pg_connect_args
 from tests.pg import pg_schema
 from tests.support import ROOT, SECRET
 
-APP_TABLES = ["events", "notes_updates", "pairs", "sessions", "users"]
+APP_TABLES = ["events", "items", "notes_updates", "pairs", "search_entries", "sessions", "users"]
+# SQLite's full-text index is an FTS5 table and its shadow tables; PostgreSQL's is a column
+FTS_TABLES = ["search_fts", *(f"search_fts_{t}" for t in ("config", "data", "docsize", "idx"))]
+
+
+def app_tables(url: str) -> list[str]:
+    return sorted(APP_TABLES + (FTS_TABLES if url.startswith("sqlite") else []))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -102,8 +111,9 @@ async def test_migrations_make_the_models_schema(
         by_models = await on(created, snapshot)
         assert await on(migrated, migrate.current) == migrate.head()
 
-    assert sorted(by_migrations) == ["alembic_version", *APP_TABLES]
-    assert sorted(by_models) == APP_TABLES
+        tables = app_tables(migrated)
+    assert sorted(by_migrations) == sorted(["alembic_version", *tables])
+    assert sorted(by_models) == tables
     del by_migrations["alembic_version"]
     assert by_migrations == by_models
     # the partial unique index that keeps one live session per pair is really there
@@ -111,6 +121,18 @@ async def test_migrations_make_the_models_schema(
     assert len(live) == 1 and live[0][1:3] == (("pair_id",), True)
     assert "ended_at IS NULL" in live[0][3]
     assert by_migrations["events"]["pk"] == ["session_id", "seq"]
+    assert by_migrations["items"]["pk"] == ["pair_id", "id"]
+    if "search_fts" not in tables:  # PostgreSQL: a generated tsvector column with a GIN index
+        columns = {c[0]: c[1] for c in by_migrations["search_entries"]["columns"]}
+        assert columns["tsv"] == "TSVECTOR"
+        gin = [i for i in by_migrations["search_entries"]["indexes"] if i[0] == "search_text"]
+        assert len(gin) == 1 and "gin" in gin[0][3]
+
+
+def legacy_schema(conn: Connection) -> None:
+    """The schema as versions before migrations made it: 0001's, without alembic_version."""
+    command.upgrade(migrate.config(conn), migrate.LEGACY_REVISION)
+    conn.execute(text(f"DROP TABLE {migrate.VERSION_TABLE}"))
 
 
 async def test_the_live_session_index_is_enforced(
@@ -155,21 +177,100 @@ async def test_a_schema_made_before_migrations_is_stamped(
     databases: Callable[[], AbstractContextManager[str]],
 ) -> None:
     with databases() as url:
-        await on(url, SQLModel.metadata.create_all, begin=True)
-        async with Store(url, prepare=False) as store:
-            pair = await store.create_pair("Old", "Data", 1.0)
+        await on(url, legacy_schema, begin=True)
+        pair = await on(url, old_data, begin=True)
         assert await on(url, migrate.current) is None
-        async with Store(url) as store:  # start: stamped, not re-created, data kept
-            assert await store.get_pair(pair.id) == pair
-        assert await on(url, migrate.current) == migrate.LEGACY_REVISION
+        # a start takes it for 0001, which is behind: it stops and changes nothing
+        with pytest.raises(SchemaError, match="run `menteo-rooms migrate`"):
+            async with Store(url):
+                pass
+        assert await on(url, migrate.current) is None
         async with Store(url, prepare=False) as store:
+            assert await store.migrate() == f"upgraded from 0001 (now at {migrate.head()})"
             assert await store.migrate() == f"already at {migrate.head()}"
+        async with Store(url) as store:
+            assert await store.get_pair(pair.id) == pair
         # the same through `migrate` rather than a start
     with databases() as url:
-        await on(url, SQLModel.metadata.create_all, begin=True)
+        await on(url, legacy_schema, begin=True)
         async with Store(url, prepare=False) as store:
-            assert await store.migrate() == f"stamped the existing schema as {migrate.head()}"
+            assert await store.migrate() == f"upgraded from 0001 (now at {migrate.head()})"
         assert await on(url, migrate.current) == migrate.head()
+
+
+def old_data(conn: Connection) -> PairRecord:
+    """A pair with two sessions as 0001 stored them: chats, presence, notes (one ended with
+    its final text, one live with its updates only)."""
+    pair = PairRecord("p1", "u1", "Ada", "u2", "Grace")
+    conn.execute(text("INSERT INTO users (id, name) VALUES ('u1', 'Ada'), ('u2', 'Grace')"))
+    conn.execute(
+        text("INSERT INTO pairs (id, mentor_id, mentee_id, created_at) VALUES ('p1','u1','u2',1)")
+    )
+    conn.execute(
+        text(
+            "INSERT INTO sessions (id, pair_id, started_at, ended_at, notes_text) VALUES "
+            "('s1', 'p1', 10, 20, 'Old notes about the budget'), ('s2', 'p1', 30, NULL, NULL)"
+        )
+    )
+    events = [
+        ("s1", 1, "presence", "u1", None, {"t": "presence", "state": "joined"}),
+        ("s1", 2, "chat", "u1", "c1", {"t": "chat", "text": "Tell me about the Budget"}),
+        ("s1", 3, "chat", "u2", "c1", {"t": "chat", "text": "It is tight"}),
+        ("s2", 1, "chat", "u2", "c2", {"t": "chat", "text": "budget again, sorry"}),
+    ]
+    for sid, seq, kind, user, cid, body in events:
+        conn.execute(
+            text(
+                "INSERT INTO events (session_id, seq, kind, user_id, client_id, ts, body) "
+                "VALUES (:s, :q, :k, :u, :c, :ts, :b)"
+            ),
+            {
+                "s": sid,
+                "q": seq,
+                "k": kind,
+                "u": user,
+                "c": cid,
+                "ts": (10.0 if sid == "s1" else 30.0) + seq,
+                "b": msgpack.packb({**body, "seq": seq}),
+            },
+        )
+    doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+    doc.get("notes", type=pycrdt.Text).insert(0, "live notes: budget plan")
+    conn.execute(
+        text("INSERT INTO notes_updates (session_id, data) VALUES ('s2', :d)"),
+        {"d": doc.get_update()},
+    )
+    return pair
+
+
+async def test_upgrade_from_0001_keeps_the_data_and_indexes_it(
+    databases: Callable[[], AbstractContextManager[str]],
+) -> None:
+    with databases() as url:
+
+        def at_0001(conn: Connection) -> None:
+            command.upgrade(migrate.config(conn), "0001")
+
+        await on(url, at_0001, begin=True)
+        pair = await on(url, old_data, begin=True)
+        async with Store(url, prepare=False) as store:
+            assert await store.migrate() == f"upgraded from 0001 (now at {migrate.head()})"
+        async with Store(url) as store:
+            assert await store.get_pair(pair.id) == pair
+            listed = await store.list_sessions(pair.id)
+            assert [(s.session.id, s.message_count, s.goal) for s in listed] == [
+                ("s2", 1, None),
+                ("s1", 2, None),
+            ]
+            assert await store.items(pair.id) == []
+            found = await store.search(pair.id, "budget")
+            assert [(r["session_id"], r["kind"], r["seq"]) for r in found] == [
+                ("s2", "notes", None),
+                ("s2", "chat", 1),
+                ("s1", "notes", None),
+                ("s1", "chat", 2),
+            ]
+            assert found[2]["text"] == "Old notes about the budget"
 
 
 async def test_schemas_this_version_cannot_use(
@@ -238,7 +339,7 @@ async def test_cli_migrate(databases: Callable[[], AbstractContextManager[str]])
         again = cli(url, "migrate")
         assert again.returncode == 0, again.stderr
         assert again.stdout.strip() == f"database schema: already at {migrate.head()}"
-        assert sorted(await on(url, snapshot)) == ["alembic_version", *APP_TABLES]
+        assert sorted(await on(url, snapshot)) == sorted(["alembic_version", *app_tables(url)])
         made = cli(url, "pair", "create", "--mentor", "M", "--mentee", "E", "--json")
         assert made.returncode == 0, made.stderr
         # a database this version cannot use: an error and exit 1, no traceback

@@ -607,3 +607,140 @@ def test_reloaded_notes_merge_with_what_arrived_meanwhile() -> None:
     room.message(NotesStored("sess-1", MENTEE.id, live, b""), T0)
     room.notes_reloaded([notes_update("from the store")])
     assert "arrived live" in room.notes.plain() and "from the store" in room.notes.plain()
+
+
+# the mentorship journey (contract v1.1) ---------------------------------------------------------
+def stored_kinds(d: Driver) -> list[str]:
+    return [ev.kind for ev in d.table.values()]
+
+
+def body(d: Driver, seq: int) -> dict[str, Any]:
+    event: dict[str, Any] = msgpack.unpackb(d.table[seq].body)
+    return event
+
+
+def journey_room() -> Driver:
+    d = Driver(make_room(config=Config(rate_limit=0)))
+    d.connect("c1", MENTOR)
+    d.connect("c2", MENTEE)
+    return d
+
+
+def test_goal_is_stored_acked_and_shown_in_the_next_welcome() -> None:
+    d = journey_room()
+    out = d.frame("c1", {"t": "goal", "id": "g1", "text": "Plan chapter 3"})
+    assert sent(out, "c1") == [{"t": "ack", "id": "g1", "seq": 3}]
+    assert body(d, 3) == {
+        "t": "goal", "seq": 3, "id": "g1", "by": MENTOR.id, "text": "Plan chapter 3", "ts": T0
+    }  # fmt: skip
+    assert d.room.welcome(MENTEE.id, [])["goal"] == "Plan chapter 3"
+    d.frame("c2", {"t": "goal", "id": "g2", "text": ""})
+    assert d.room.welcome(MENTEE.id, [])["goal"] is None
+    again = d.frame("c1", {"t": "goal", "id": "g1", "text": "Plan chapter 3"})
+    assert sent(again, "c1") == [{"t": "ack", "id": "g1", "seq": 3}] and len(d.table) == 4
+
+
+def test_items_get_an_id_and_open_items_are_in_the_welcome() -> None:
+    d = journey_room()
+    due = "2026-12-24"
+    d.frame(
+        "c1", {"t": "item", "id": "i1", "text": "Send the draft", "owner": MENTEE.id, "due": due}
+    )
+    item = body(d, 3)["item"]
+    assert item == {
+        "id": "sess-1.3", "text": "Send the draft", "owner": MENTEE.id, "due": due,
+        "state": "open", "by": MENTOR.id, "session_id": "sess-1", "created_at": T0,
+    }  # fmt: skip
+    assert d.room.welcome(MENTOR.id, [])["items"] == [item]
+    d.frame("c2", {"t": "item_update", "id": "u1", "item": item["id"], "state": "done"})
+    assert body(d, 4) == {
+        "t": "item_update", "seq": 4, "id": "u1", "by": MENTEE.id, "item": item["id"],
+        "state": "done", "ts": T0,
+    }  # fmt: skip
+    assert d.room.welcome(MENTOR.id, [])["items"] == []
+    assert d.room.items[item["id"]]["state"] == "done"
+
+
+def test_items_from_earlier_sessions_come_first_and_can_be_updated() -> None:
+    old = {
+        "id": "old.7", "text": "Read the paper", "owner": MENTOR.id, "due": None,
+        "state": "open", "by": MENTEE.id, "session_id": "old", "created_at": T0 - 86400,
+    }  # fmt: skip
+    d = Driver(make_room(items={old["id"]: old}))
+    d.connect("c1", MENTOR)
+    d.frame("c1", {"t": "item", "id": "i1", "text": "New one", "owner": MENTOR.id, "due": None})
+    assert [i["id"] for i in d.room.welcome(MENTOR.id, [])["items"]] == ["old.7", "sess-1.2"]
+    out = d.frame("c1", {"t": "item_update", "id": "u1", "item": "old.7", "owner": MENTEE.id})
+    assert sent(out, "c1") == [{"t": "ack", "id": "u1", "seq": 3}]
+    assert d.room.items["old.7"]["owner"] == MENTEE.id
+
+
+def test_journey_frames_that_break_the_rules_are_invalid_and_store_nothing() -> None:
+    d = journey_room()
+    bad = [
+        {"t": "item", "id": "x1", "text": "t", "owner": "stranger", "due": None},
+        {"t": "item_update", "id": "x2", "item": "not-an-item", "state": "done"},
+        {"t": "mark", "id": "x3", "kind": "learning", "text": "t", "ref": 99},
+        {"t": "mark", "id": "x4", "kind": "learning", "text": "t", "ref": 0},
+    ]
+    for frame in bad:
+        (err,) = sent(d.frame("c1", frame), "c1")
+        assert (err["code"], err["ref"]) == ("invalid", frame["id"]), frame
+    assert stored_kinds(d) == ["presence", "presence"]
+
+
+def test_a_mark_points_at_an_event_of_the_session() -> None:
+    d = journey_room()
+    d.frame("c1", {"t": "chat", "id": "m1", "text": "Ship small"})
+    d.frame("c2", {"t": "mark", "id": "k1", "kind": "feedback", "text": "Ship small", "ref": 3})
+    assert body(d, 4) == {
+        "t": "mark", "seq": 4, "id": "k1", "by": MENTEE.id, "kind": "feedback",
+        "text": "Ship small", "ref": 3, "ts": T0,
+    }  # fmt: skip
+
+
+def test_off_the_record_needs_both_and_keeps_nothing() -> None:
+    d = journey_room()
+    out = d.frame("c2", {"t": "record", "id": "r0", "on": True})  # on since the start
+    assert sent(out, "c2") == [{"t": "ack", "id": "r0", "seq": None}]
+    d.frame("c2", {"t": "record", "id": "r1", "on": False})
+    assert body(d, 3)["state"] == "requested" and d.room.record_by == MENTEE.id
+    out = d.frame("c2", {"t": "record", "id": "r2", "on": False})  # asking again
+    assert sent(out, "c2") == [{"t": "ack", "id": "r2", "seq": 3}] and len(d.table) == 3
+    out = d.frame("c1", {"t": "chat", "id": "m1", "text": "still recorded"})
+    assert sent(out, "c1") == [{"t": "ack", "id": "m1", "seq": 4}]
+    d.frame("c1", {"t": "record", "id": "r3", "on": False})  # the other agrees
+    assert body(d, 5)["state"] == "off"
+    welcome = d.room.welcome(MENTOR.id, [])
+    assert (welcome["record"], welcome["record_by"]) == ("off", MENTOR.id)
+    out = d.frame("c2", {"t": "chat", "id": "m2", "text": "between us"})
+    assert sent(out, "c2") == [{"t": "ack", "id": "m2", "seq": None, "off": True}]
+    (pub,) = [p.msg for p in of(out, Publish)]
+    assert isinstance(pub, Relayed) and pub.sender == ""  # to both members, the sender too
+    assert msgpack.unpackb(pub.packed) == {
+        "t": "chat", "id": "m2", "from": MENTEE.id, "text": "between us", "ts": T0, "off": True
+    }  # fmt: skip
+    retry = d.frame("c2", {"t": "chat", "id": "m2", "text": "between us"})
+    assert sent(retry, "c2") == [{"t": "ack", "id": "m2", "seq": None, "off": True}]
+    assert of(retry, Publish) == [] and len(d.table) == 5
+    d.frame("c2", {"t": "record", "id": "r4", "on": True})  # either member turns it back on
+    assert body(d, 6)["state"] == "on"
+    out = d.frame("c2", {"t": "chat", "id": "m3", "text": "recorded again"})
+    assert sent(out, "c2") == [{"t": "ack", "id": "m3", "seq": 7}]
+
+
+def test_a_request_is_withdrawn_or_declined_with_on() -> None:
+    d = journey_room()
+    d.frame("c1", {"t": "record", "id": "r1", "on": False})
+    d.frame("c2", {"t": "record", "id": "r2", "on": True})  # declined
+    assert [body(d, s)["state"] for s in (3, 4)] == ["requested", "on"]
+    assert d.room.welcome(MENTEE.id, [])["record"] == "on"
+
+
+def test_a_record_decision_that_cannot_be_stored_is_undone() -> None:
+    room = make_room(config=Config(rate_limit=0))
+    room.connect("c1", MENTOR.id, "msgpack", T0, ice_servers=[])
+    (alloc,) = of(room.receive("c1", pack({"t": "record", "id": "r1", "on": False}), T0), Allocate)
+    room.allocate_failed(alloc.op, T0)
+    (alloc,) = of(room.receive("c1", pack({"t": "record", "id": "r2", "on": False}), T0), Allocate)
+    assert alloc.op in room._ops and room._ops[alloc.op].body["state"] == "requested"

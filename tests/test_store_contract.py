@@ -9,11 +9,13 @@ Every test makes its own pairs and sessions.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 
 import msgpack
 import pycrdt
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from persistence.store import (
@@ -124,7 +126,7 @@ async def test_start_session_concurrently_returns_one(store: Store) -> None:
         asyncio.gather(*(store.start_session(pair.id, 1000.0 + i) for i in range(8))), 30
     )
     assert len({s.id for s in got}) == 1
-    assert [s for s, _ in await store.list_sessions(pair.id)] == [
+    assert [s.session for s in await store.list_sessions(pair.id)] == [
         await store.get_session(got[0].id)
     ]
 
@@ -311,7 +313,7 @@ async def test_void_fills_a_seq_and_is_replayed(store: Store) -> None:
     assert await store.chat_seq(sid, pair.mentor_id, "c2") is None
     # voids are not chats, and not a presence
     listed = await store.list_sessions(pair.id)
-    assert [n for _, n in listed] == [2]
+    assert [s.message_count for s in listed] == [2]
     assert await store.presence_seqs(sid) == {}
 
 
@@ -435,10 +437,10 @@ async def test_list_sessions_counts_chats(store: Store) -> None:
     new = await store.start_session(pair.id, 2000.0)
     await store.write([presence(new.id, 1, pair.mentee_id, "joined")])
     listed = await store.list_sessions(pair.id)
-    assert [(s.id, n) for s, n in listed] == [(new.id, 0), (old.id, 3)]
-    assert listed[0][0].ended_at is None
-    assert listed[1][0].ended_at == 1000.0
-    assert [s.started_at for s, _ in listed] == [2000.0, 1000.0]
+    assert [(s.id, n, g) for s, n, g in listed] == [(new.id, 0, None), (old.id, 3, None)]
+    assert listed[0].session.ended_at is None
+    assert listed[1].session.ended_at == 1000.0
+    assert [s.session.started_at for s in listed] == [2000.0, 1000.0]
     other = await store.create_pair("C", "D", 900.0)
     assert await store.list_sessions(other.id) == []
 
@@ -507,3 +509,503 @@ async def test_missing_seqs_are_the_holes_below_head(store: Store) -> None:
     assert await store.missing_seqs(sid, 4) == [2, 3]
     await store.write([void_event(sid, 2, 1.0), void_event(sid, 3, 1.0)])
     assert await store.missing_seqs(sid, 4) == []
+
+
+# the mentorship journey: durable events in the shapes the room machine stores -----------------
+def chat(session: str, seq: int, who: str, text: str, ts: float = 1000.0) -> StoredEvent:
+    return ev(session, seq, "chat", who, f"c{seq}", ts, text=text)
+
+
+def goal(session: str, seq: int, who: str, text: str, ts: float = 1000.0) -> StoredEvent:
+    return ev(session, seq, "goal", who, f"g{seq}", ts, id=f"g{seq}", by=who, text=text)
+
+
+def item_id(session: str, seq: int) -> str:
+    return f"{session[:12]}.{seq}"
+
+
+def new_item(
+    session: str,
+    seq: int,
+    who: str,
+    text: str,
+    owner: str,
+    due: str | None = None,
+    ts: float = 1000.0,
+    client_id: str | None = None,
+) -> StoredEvent:
+    item = {
+        "id": item_id(session, seq),
+        "text": text,
+        "owner": owner,
+        "due": due,
+        "state": "open",
+        "by": who,
+        "session_id": session,
+        "created_at": ts,
+    }
+    cid = client_id or f"i{seq}"
+    return ev(session, seq, "item", who, cid, ts, id=cid, by=who, item=item)
+
+
+def item_update(
+    session: str, seq: int, who: str, item: str, ts: float = 1000.0, **changes: object
+) -> StoredEvent:
+    return ev(
+        session, seq, "item_update", who, f"u{seq}", ts, id=f"u{seq}", by=who, item=item, **changes
+    )
+
+
+def mark(
+    session: str,
+    seq: int,
+    who: str,
+    kind: str,
+    text: str,
+    ref: int | None = None,
+    ts: float = 1000.0,
+) -> StoredEvent:
+    body = {"t": "mark", "seq": seq, "id": f"m{seq}", "by": who, "kind": kind}
+    packed: bytes = msgpack.packb({**body, "text": text, "ref": ref, "ts": ts})
+    return StoredEvent(session, seq, "mark", who, f"m{seq}", ts, packed)
+
+
+def record(session: str, seq: int, who: str, state: str, ts: float = 1000.0) -> StoredEvent:
+    return ev(session, seq, "record", who, f"r{seq}", ts, id=f"r{seq}", by=who, state=state)
+
+
+def found(results: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [(r["session_id"], r["kind"], r["seq"]) for r in results]
+
+
+async def test_items_follow_their_events(store: Store) -> None:
+    pair, s1 = await new_session(store)
+    mentor, mentee = pair.mentor_id, pair.mentee_id
+    assert await store.items(pair.id) == []
+    await store.write(
+        [
+            chat(s1, 1, mentor, "let us plan"),
+            new_item(s1, 2, mentor, "Send the draft", mentee, "2026-12-10", ts=1001.0),
+            new_item(s1, 3, mentee, "Book a room", mentor, ts=1002.0),
+            # an update in the same batch as its item's creation
+            item_update(s1, 4, mentee, item_id(s1, 3), ts=1003.0, text="Book a bigger room"),
+        ]
+    )
+    first = {
+        "id": item_id(s1, 2),
+        "text": "Send the draft",
+        "owner": mentee,
+        "due": "2026-12-10",
+        "state": "open",
+        "by": mentor,
+        "session_id": s1,
+        "created_at": 1001.0,
+    }
+    second = {
+        "id": item_id(s1, 3),
+        "text": "Book a bigger room",
+        "owner": mentor,
+        "due": None,
+        "state": "open",
+        "by": mentee,
+        "session_id": s1,
+        "created_at": 1002.0,
+    }
+    assert await store.items(pair.id) == [first, second]
+    await store.write([EndSession(s1, 1100.0)])
+    # a later session updates an earlier session's items; only the given fields change
+    s2 = (await store.start_session(pair.id, 2000.0)).id
+    await store.write(
+        [
+            item_update(s2, 1, mentee, item_id(s1, 2), ts=2001.0, state="done"),
+            item_update(s2, 2, mentor, item_id(s1, 3), ts=2002.0, owner=mentee, due="2027-01-31"),
+        ]
+    )
+    first["state"] = "done"
+    second.update(owner=mentee, due="2027-01-31")
+    assert await store.items(pair.id) == [first, second]
+    # rejected duplicates change nothing: the same seq, or the same sender's client id
+    same_seq = item_update(s2, 2, mentor, item_id(s1, 2), ts=2003.0, state="dropped")
+    same_id = new_item(s2, 3, mentee, "a retry with the same id", mentee, client_id="u1")
+    assert await store.write([same_seq, same_id]) == [same_seq, same_id]
+    assert await store.items(pair.id) == [first, second]
+    assert found(await store.search(pair.id, "retry")) == []
+    # reopened, due date cleared
+    await store.write([item_update(s2, 3, mentor, item_id(s1, 2), state="open", due=None)])
+    first.update(state="open", due=None)
+    assert await store.items(pair.id) == [first, second]
+    # another pair's items are its own
+    other, o1 = await new_session(store)
+    await store.write([new_item(o1, 1, other.mentor_id, "theirs", other.mentee_id, ts=1.0)])
+    assert await store.items(pair.id) == [first, second]
+    assert [i["text"] for i in await store.items(other.id)] == ["theirs"]
+
+
+async def test_session_state(store: Store) -> None:
+    pair, sid = await new_session(store)
+    mentor, mentee = pair.mentor_id, pair.mentee_id
+    start = {"goal": None, "record": "on", "record_by": None, "record_seq": None}
+    assert await store.session_state(sid) == start
+    await store.write([goal(sid, 1, mentor, "Ship the CV"), record(sid, 2, mentee, "requested")])
+    assert await store.session_state(sid) == {
+        "goal": "Ship the CV",
+        "record": "requested",
+        "record_by": mentee,
+        "record_seq": 2,
+    }
+    await store.write([record(sid, 3, mentor, "off"), goal(sid, 4, mentee, "Ship the CV today")])
+    assert await store.session_state(sid) == {
+        "goal": "Ship the CV today",
+        "record": "off",
+        "record_by": mentor,
+        "record_seq": 3,
+    }
+    # the last event by seq counts, whatever order they were stored in
+    await store.write([goal(sid, 7, mentor, ""), record(sid, 8, mentee, "on")])
+    await store.write([goal(sid, 6, mentor, "stored late"), record(sid, 5, mentor, "off")])
+    assert await store.session_state(sid) == {
+        "goal": None,
+        "record": "on",
+        "record_by": mentee,
+        "record_seq": 8,
+    }
+    # each session has its own state
+    _, other = await new_session(store)
+    assert await store.session_state(other) == start
+
+
+async def test_sessions_list_their_goal(store: Store) -> None:
+    pair = await store.create_pair("A", "B", 900.0)
+    s1 = (await store.start_session(pair.id, 1000.0)).id
+    await store.write(
+        [
+            goal(s1, 1, pair.mentor_id, "first goal"),
+            goal(s1, 2, pair.mentee_id, "the goal we kept"),
+            chat(s1, 3, pair.mentor_id, "hello"),
+            EndSession(s1, 1100.0),
+        ]
+    )
+    s2 = (await store.start_session(pair.id, 2000.0)).id
+    await store.write(
+        [goal(s2, 1, pair.mentor_id, "soon cleared"), goal(s2, 2, pair.mentee_id, "")]
+    )
+    await store.write([EndSession(s2, 2100.0)])
+    s3 = (await store.start_session(pair.id, 3000.0)).id
+    listed = await store.list_sessions(pair.id)
+    assert [(s.session.id, s.message_count, s.goal) for s in listed] == [
+        (s3, 0, None),
+        (s2, 0, None),
+        (s1, 1, "the goal we kept"),
+    ]
+
+
+async def journey_sessions(store: Store) -> tuple[PairRecord, str, str]:
+    """A pair with two sessions holding one of every searchable kind about "portfolio"."""
+    pair = await store.create_pair("Ada", "Grace", 900.0)
+    mentor, mentee = pair.mentor_id, pair.mentee_id
+    s1 = (await store.start_session(pair.id, 1000.0)).id
+    await store.write(
+        [
+            goal(s1, 1, mentor, "Prepare the Portfolio", ts=1001.0),
+            chat(s1, 2, mentee, "My portfolio is a mess.", ts=1002.0),
+            new_item(s1, 3, mentor, "Send the portfolio draft", mentee, ts=1003.0),
+            mark(s1, 4, mentee, "learning", "A portfolio tells a story", ref=2, ts=1004.0),
+            chat(s1, 5, mentor, "Nothing to see here", ts=1005.0),
+        ]
+    )
+    await store.write([StoredNotes(s1, u) for u in edits("Notes: ", "portfolio first")])
+    await store.write([EndSession(s1, 1100.0)])
+    s2 = (await store.start_session(pair.id, 2000.0)).id
+    await store.write([chat(s2, 1, mentor, "How is the PORTFOLIO going?", ts=2001.0)])
+    return pair, s1, s2
+
+
+async def test_search_finds_each_kind_across_sessions(store: Store) -> None:
+    pair, s1, s2 = await journey_sessions(store)
+    results = await store.search(pair.id, "portfolio")
+    # newest first
+    assert found(results) == [
+        (s2, "chat", 1),
+        (s1, "notes", None),
+        (s1, "mark", 4),
+        (s1, "item", 3),
+        (s1, "chat", 2),
+        (s1, "goal", 1),
+    ]
+    assert [r["ts"] for r in results] == [2001.0, 1100.0, 1004.0, 1003.0, 1002.0, 1001.0]
+    assert [r["text"] for r in results] == [
+        "How is the PORTFOLIO going?",
+        "Notes: portfolio first",
+        "A portfolio tells a story",
+        "Send the portfolio draft",
+        "My portfolio is a mess.",
+        "Prepare the Portfolio",
+    ]
+    for r in results:
+        assert set(r) == {"session_id", "kind", "seq", "text", "ts"}
+        assert isinstance(r["ts"], float)
+    assert found(await store.search(pair.id, "portfolio", limit=2)) == found(results)[:2]
+    assert await store.search(pair.id, "portfolio", limit=0) == []
+
+
+async def test_search_matches_whole_words_in_any_case(store: Store) -> None:
+    pair, s1, s2 = await journey_sessions(store)
+    for q in ("PORTFOLIO", "Portfolio", "  portfolio!  ", "portfolio?"):
+        assert len(await store.search(pair.id, q)) == 6, q
+    for q in ("port", "folio", "portfolios", "portfoli"):
+        assert await store.search(pair.id, q) == [], q
+    # every word must be there, in any order
+    assert found(await store.search(pair.id, "mess portfolio")) == [(s1, "chat", 2)]
+    assert found(await store.search(pair.id, "portfolio going HOW")) == [(s2, "chat", 1)]
+    assert await store.search(pair.id, "portfolio nowhere") == []
+    # a word other than in a message's text never matches (no pair id, no kind)
+    assert await store.search(pair.id, pair.id) == []
+    assert await store.search(pair.id, "chat") == []
+
+
+@pytest.mark.parametrize(
+    "q",
+    [
+        "!!!",
+        "   ",
+        "",
+        '"',
+        '""',
+        "* ^ : ( ) { } - +",
+        "NEAR(",
+        "portfolio OR",
+        "portfolio AND NOT",
+        'portfolio" OR "mess',
+        "text:portfolio",
+        "pair_id : portfolio",
+        "portfolio*",
+        "(portfolio",
+        "portfolio & | ! <-> :*",
+        "'; DROP TABLE events; --",
+    ],
+)
+async def test_search_queries_have_no_syntax(store: Store, q: str) -> None:
+    pair, _, _ = await journey_sessions(store)
+    results = await store.search(pair.id, q)  # never an error
+    words = [
+        w for w in ("portfolio", "or", "and", "not", "mess", "text", "pair", "id") if w in q.lower()
+    ]
+    for r in results:  # operators are plain words: all of them must be in the text
+        assert all(w in str(r["text"]).lower() for w in words), (q, r)
+    if not any(c.isalnum() for c in q):
+        assert results == []
+    assert len(await store.search(pair.id, "portfolio")) == 6  # and nothing was dropped
+
+
+async def test_search_excerpt_around_the_match(store: Store) -> None:
+    pair, sid = await new_session(store)
+    mentor = pair.mentor_id
+    filler = "lorem ipsum dolor sit amet " * 60  # 1620 characters
+    await store.write(
+        [
+            chat(sid, 1, mentor, filler + "the Budget moment " + filler, ts=1.0),
+            chat(sid, 2, mentor, "budget " + filler, ts=2.0),
+            chat(sid, 3, mentor, filler + " end of the budget", ts=3.0),
+            chat(sid, 4, mentor, "x" * 500 + " budget " + "y" * 500, ts=4.0),
+            chat(sid, 5, mentor, "budgetary budgets, then\nthe budget\tat last", ts=5.0),
+        ]
+    )
+    results = await store.search(pair.id, "budget")
+    assert found(results) == [(sid, "chat", s) for s in (5, 4, 3, 2, 1)]
+    for r in results:
+        text = str(r["text"])
+        assert len(text) <= 300, text
+        assert re.search(r"(?i)(?<!\w)budget(?!\w)", text), text
+    assert results[0]["text"] == "budgetary budgets, then the budget at last"
+    assert "the Budget moment" in str(results[4]["text"])
+    assert str(results[4]["text"]).startswith("…") and str(results[4]["text"]).endswith("…")
+    assert str(results[3]["text"]).startswith("budget ")
+    assert str(results[2]["text"]).endswith("end of the budget")
+
+
+async def test_search_never_crosses_pairs(store: Store) -> None:
+    pair, s1, s2 = await journey_sessions(store)
+    other, o1 = await new_session(store)
+    await store.write(
+        [
+            chat(o1, 1, other.mentor_id, "their portfolio secret"),
+            goal(o1, 2, other.mentor_id, "portfolio goal"),
+            new_item(o1, 3, other.mentor_id, "portfolio item", other.mentee_id),
+            StoredNotes(o1, edits("portfolio notes")[0]),
+            EndSession(o1, 1500.0),
+        ]
+    )
+    mine = await store.search(pair.id, "portfolio")
+    assert len(mine) == 6 and {r["session_id"] for r in mine} == {s1, s2}
+    assert not any("secret" in str(r["text"]) for r in mine)
+    assert await store.search(pair.id, "secret") == []
+    assert found(await store.search(other.id, "secret")) == [(o1, "chat", 1)]
+    assert {r["kind"] for r in await store.search(other.id, "portfolio")} == {
+        "chat",
+        "goal",
+        "item",
+        "notes",
+    }
+    assert await store.search("no-such-pair", "portfolio") == []
+
+
+async def test_search_follows_item_text_changes(store: Store) -> None:
+    pair, s1 = await new_session(store)
+    mentor, mentee = pair.mentor_id, pair.mentee_id
+    await store.write([new_item(s1, 1, mentor, "Write the essay", mentee, ts=10.0)])
+    await store.write([EndSession(s1, 20.0)])
+    s2 = (await store.start_session(pair.id, 30.0)).id
+    await store.write([item_update(s2, 1, mentee, item_id(s1, 1), ts=31.0, text="Write the poem")])
+    assert await store.search(pair.id, "essay") == []
+    results = await store.search(pair.id, "poem")
+    # one entry per item: it still points at the event that created it
+    assert results == [
+        {"session_id": s1, "kind": "item", "seq": 1, "text": "Write the poem", "ts": 10.0}
+    ]
+    # other changes leave the text as it is
+    await store.write([item_update(s2, 2, mentee, item_id(s1, 1), state="done", owner=mentor)])
+    assert found(await store.search(pair.id, "poem")) == [(s1, "item", 1)]
+    assert len(await store.search(pair.id, "write")) == 1
+
+
+async def test_search_keeps_the_latest_goal_only(store: Store) -> None:
+    pair, sid = await new_session(store)
+    mentor, mentee = pair.mentor_id, pair.mentee_id
+    await store.write([goal(sid, 1, mentor, "learn alpha", ts=1.0)])
+    await store.write([goal(sid, 2, mentee, "learn beta", ts=2.0)])
+    assert await store.search(pair.id, "alpha") == []
+    assert found(await store.search(pair.id, "learn")) == [(sid, "goal", 2)]
+    # a goal stored late does not replace a later one
+    await store.write([goal(sid, 4, mentor, "learn gamma", ts=4.0)])
+    await store.write([goal(sid, 3, mentor, "learn delta", ts=3.0)])
+    assert found(await store.search(pair.id, "learn")) == [(sid, "goal", 4)]
+    assert await store.search(pair.id, "delta") == []
+    # cleared: no goal entry at all
+    await store.write([goal(sid, 5, mentee, "", ts=5.0)])
+    assert await store.search(pair.id, "learn") == []
+    # every session has its own goal entry
+    await store.write([EndSession(sid, 6.0)])
+    s2 = (await store.start_session(pair.id, 7.0)).id
+    await store.write([goal(sid, 6, mentor, "learn again", ts=6.5)])  # late, in the old one
+    await store.write([goal(s2, 1, mentor, "learn more", ts=8.0)])
+    assert found(await store.search(pair.id, "learn")) == [(s2, "goal", 1), (sid, "goal", 6)]
+
+
+async def test_search_follows_notes_compaction_and_the_end(store: Store) -> None:
+    pair, sid = await new_session(store)
+    doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+    notes = doc.get("notes", type=pycrdt.Text)
+
+    def typed(change: Callable[[], None]) -> bytes:
+        state = doc.get_state()
+        change()
+        return doc.get_update(state)
+
+    await store.write(
+        [
+            chat(sid, 1, pair.mentor_id, "hi", ts=50.0),
+            StoredNotes(sid, typed(lambda: notes.insert(0, "Draft: apples"))),
+            StoredNotes(sid, typed(lambda: notes.insert(len(notes), " and pears"))),
+        ]
+    )
+    assert await store.search(pair.id, "apples") == []  # notes are indexed when compacted
+    assert await store.compact_notes(sid) == 1
+    assert await store.search(pair.id, "apples") == [
+        {
+            "session_id": sid,
+            "kind": "notes",
+            "seq": None,
+            "text": "Draft: apples and pears",
+            "ts": 50.0,
+        }
+    ]
+
+    # a word deleted since is gone after the end; the end's time is the entry's
+    def cut() -> None:
+        del notes[0 : len("Draft: apples")]
+
+    await store.write([StoredNotes(sid, typed(cut))])
+    await store.write([StoredNotes(sid, typed(lambda: notes.insert(0, "Final:")))])
+    await store.write([EndSession(sid, 99.0)])
+    assert await store.search(pair.id, "apples") == []
+    assert await store.search(pair.id, "pears") == [
+        {"session_id": sid, "kind": "notes", "seq": None, "text": "Final: and pears", "ts": 99.0}
+    ]
+    assert await store.compact_notes(sid) == 2
+    assert len(await store.search(pair.id, "pears")) == 1  # still one entry per session
+    # notes emptied: no entry
+    _, empty = await new_session(store)
+    await store.write([EndSession(empty, 5.0)])
+    assert await store.search(pair.id, "notes") == []
+
+
+async def count_rows(store: Store, table: str, where: str = "", **params: object) -> int:
+    async with store.engine.connect() as conn:
+        sql = f"SELECT count(*) FROM {table}" + (f" WHERE {where}" if where else "")
+        return int((await conn.execute(text(sql), params)).scalar() or 0)
+
+
+async def test_erase_removes_everything_of_the_pair(store: Store) -> None:
+    pair, s1, s2 = await journey_sessions(store)
+    await store.write([StoredNotes(s2, u) for u in edits("live ", "notes")])
+    other, o1 = await new_session(store)
+    await store.write(
+        [
+            chat(o1, 1, other.mentor_id, "our portfolio stays"),
+            new_item(o1, 2, other.mentor_id, "keep me", other.mentee_id),
+            StoredNotes(o1, edits("kept notes")[0]),
+        ]
+    )
+    await store.compact_notes(o1)
+    before = {t: await count_rows(store, t) for t in ("events", "items", "search_entries")}
+    assert await store.erase_pair(pair.id) is True
+    assert await store.get_pair(pair.id) is None
+    assert await store.list_sessions(pair.id) == []
+    assert await store.get_session(s1) is None and await store.get_session(s2) is None
+    assert await store.events(s1) == [] and await store.notes_updates(s2) == []
+    assert await store.items(pair.id) == []
+    assert await store.search(pair.id, "portfolio") == []
+    for table, column in (
+        ("search_entries", "pair_id"),
+        ("items", "pair_id"),
+        ("sessions", "pair_id"),
+    ):
+        assert await count_rows(store, table, f"{column} = :p", p=pair.id) == 0
+    for sid in (s1, s2):
+        for table in ("events", "notes_updates", "search_entries"):
+            assert await count_rows(store, table, "session_id = :s", s=sid) == 0
+    assert (
+        await count_rows(store, "users", "id IN (:a, :b)", a=pair.mentor_id, b=pair.mentee_id) == 0
+    )
+    if store.dialect == "sqlite":  # the FTS5 index lost the rows too, not only the table
+        assert await count_rows(store, "search_fts_docsize") == await count_rows(
+            store, "search_entries"
+        )
+        assert await count_rows(store, "search_fts", "search_fts MATCH :m", m="mess") == 0
+    # the other pair is untouched
+    assert await store.get_pair(other.id) == other
+    assert found(await store.search(other.id, "portfolio")) == [(o1, "chat", 1)]
+    assert found(await store.search(other.id, "kept")) == [(o1, "notes", None)]
+    assert [i["text"] for i in await store.items(other.id)] == ["keep me"]
+    assert await count_rows(store, "events") == before["events"] - 6
+    assert await count_rows(store, "items") == before["items"] - 1
+    # erased once; an unknown pair is no pair
+    assert await store.erase_pair(pair.id) is False
+    assert await store.erase_pair("no-such-pair") is False
+    # the store goes on: new pairs, sessions, searches
+    again = await store.create_pair("A", "B", 1.0)
+    sid = (await store.start_session(again.id, 1.0)).id
+    await store.write([chat(sid, 1, again.mentor_id, "portfolio")])
+    assert found(await store.search(again.id, "portfolio")) == [(sid, "chat", 1)]
+
+
+async def test_pair_events_and_ordering(store: Store) -> None:
+    pair, s1, s2 = await journey_sessions(store)
+    await store.write([item_update(s2, 2, pair.mentee_id, item_id(s1, 3), state="done")])
+    got = await store.pair_events(pair.id, ("mark", "item", "item_update"))
+    assert [(e.session_id, e.seq, e.kind) for e in got] == [
+        (s1, 3, "item"),
+        (s1, 4, "mark"),
+        (s2, 2, "item_update"),
+    ]
+    assert await store.pair_events(pair.id, ("record",)) == []

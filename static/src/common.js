@@ -24,8 +24,28 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-export function fragmentWithToken(token) {
-  return `#token=${encodeURIComponent(token)}`;
+/** A fragment with the token (never sent to the server) and maybe a place in the page. */
+export function fragmentWithToken(token, at = null) {
+  return `#token=${encodeURIComponent(token)}${at ? `&at=${encodeURIComponent(at)}` : ""}`;
+}
+
+/** The place a link points at inside a page ("seq-42", "notes"): `at=` or a bare `seq-42`. */
+export function anchorFromFragment(hash = window.location.hash) {
+  const params = new URLSearchParams(hash.replace(/^#/, ""));
+  const at = params.get("at");
+  if (at) return at;
+  for (const key of params.keys()) if (/^seq-\d+$/.test(key)) return key;
+  return null;
+}
+
+/** Save a blob as a file named `filename` (a click on a temporary link). */
+export function downloadBlob(blob, filename, type = "text/markdown;charset=utf-8") {
+  const url = URL.createObjectURL(blob.type ? blob : new Blob([blob], { type }));
+  const a = h("a", { href: url, download: filename });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 export function formatTime(ts) {
@@ -41,6 +61,16 @@ export function formatDateTime(ts) {
     hour: "2-digit",
     minute: "2-digit",
   });
+}
+
+export function formatDate(ts) {
+  return new Date(ts * 1000).toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" });
+}
+
+/** A due date "YYYY-MM-DD" as the reader's calendar says it (it is a day, not an instant). */
+export function formatDue(due) {
+  const [y, m, d] = due.split("-").map(Number);
+  return new Date(y, m - 1, d).toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" });
 }
 
 export function formatDuration(seconds) {

@@ -74,8 +74,9 @@ export class Notes {
    *   client: import("./protocol.js").RoomClient, storage: any}} opts
    * `status` shows what the wire side has to say (not saved yet, refused).
    */
-  constructor({ parent, status = null, client, storage }) {
+  constructor({ parent, status = null, client, storage, onLine = null }) {
     this.parent = parent;
+    this.onLine = onLine; // (text of the line the cursor is on) => void
     this.statusEl = status;
     this.client = client;
     this.storage = storage;
@@ -133,6 +134,9 @@ export class Notes {
         // The empty-notes hint is CSS on the host, so the editable text stays exactly the notes.
         EditorView.updateListener.of((u) => {
           if (u.docChanged) this._markEmpty(u.state.doc.length === 0);
+          if (this.onLine && (u.selectionSet || u.docChanged || u.focusChanged)) {
+            this.onLine(u.state.doc.lineAt(u.state.selection.main.head).text);
+          }
         }),
         editorTheme,
         this.editable.of(EditorView.editable.of(!this.readOnly)),
@@ -270,6 +274,7 @@ export class Notes {
 
   /** Start over (a new session). */
   reset() {
+    if (this.onLine) this.onLine("");
     this._destroy();
     this.sessionId = null;
   }

@@ -1,6 +1,7 @@
 // The wire client: one room socket (menteo.v1.msgpack), reconnect with backoff, resume from the
-// last seq, re-send unacknowledged chats with their original ids, deliver durable events once
-// each and in seq order (waiting briefly for a missing one). It knows nothing about the page:
+// last seq, re-send unacknowledged frames (chats, goals, items, item updates, marks, record
+// changes: the outbox) with their original ids, deliver durable events once each and in seq
+// order (waiting briefly for a missing one). It knows nothing about the page:
 // the room listens to its events. The socket, clock and network are injected, so the same code
 // runs under `node --test` with fakes.
 import { decode, encode } from "@msgpack/msgpack";
@@ -9,6 +10,11 @@ import { systemClock } from "./clock.js";
 import { EventSequencer } from "./sequencer.js";
 
 export const SUBPROTOCOL = "menteo.v1.msgpack";
+
+/** Client frames the server acks once stored; they wait in the outbox until then. */
+export const ACKED_TYPES = new Set(["chat", "goal", "item", "item_update", "mark", "record"]);
+/** Acked frames that belong to the pair, not to one session: still worth sending in the next. */
+const CARRIED_TYPES = new Set(["chat", "item", "item_update"]);
 
 /** How long a missing seq may take to arrive before the client resumes from the last one. */
 export const GAP_WAIT_MS = 1500;
@@ -68,13 +74,19 @@ export function browserNetwork() {
  *  state        {state: "connecting"|"live"|"reconnecting"|"ended"|"failed", retryInMs?}
  *  welcome      {welcome, newSession: bool, firstWelcome: bool, previousSessionId}
  *  event        a durable event (chat/presence/ended/…), once each, in seq order; never a void
- *  ack          {id, seq}, once per chat sent (from the ack or from its own event, whichever
- *               comes first)
+ *  ack          {id, seq, t, off?}, once per acked frame sent (from the ack or from its own
+ *               event, whichever comes first); seq is null for a chat kept off the record
+ *               (off: true) and for a record frame that changed nothing
  *  frame        any live frame (typing, notes, awareness, signal, error, off-the-record chat)
  *  fatal        {code, message}
  *  ended        the ended event (also sent as "event")
- *  chat-failed  {id, message}: the server refused a chat for good
- *  orphans      {stored, resend}: chats left unacked by a session that has since ended
+ *  send-failed  {id, t, frame, message, reason}: an outbox frame given up for good: refused as
+ *               invalid (reason "invalid"), or an off-the-record chat that can no longer be sent
+ *               off the record (reason "record-on")
+ *  chat-failed  {id, message}: the same, for chats only (v1's event)
+ *  orphans      {stored, resend, dropped}: outbox entries ({id, t, frame, text}) left unacked by
+ *               a session that has since ended: found in its transcript, sent again in the new
+ *               session, or given up (goals, marks and record changes belong to their session)
  */
 export class RoomClient extends EventTarget {
   /**
@@ -119,7 +131,8 @@ export class RoomClient extends EventTarget {
     this.user = null;
     this.welcome = null;
     this.welcomedAt = null; // clock time of the current connection's welcome
-    this.unacked = new Map(); // id -> text, in send order
+    this.unacked = new Map(); // id -> {frame, off}: the outbox, in send order
+    this.record = "on"; // the session's recording state as last heard: on, requested, off
     this.everLive = false;
     this.endedSeen = false;
     this.stopped = false;
@@ -134,10 +147,9 @@ export class RoomClient extends EventTarget {
     this.restoredSessionId = null;
     if (saved && saved.sessionId && Array.isArray(saved.unacked)) {
       this.restoredSessionId = saved.sessionId;
-      for (const item of saved.unacked) {
-        if (item && typeof item.id === "string" && typeof item.text === "string") {
-          this.unacked.set(item.id, item.text);
-        }
+      for (const saved_ of saved.unacked) {
+        const entry = restoredEntry(saved_);
+        if (entry) this.unacked.set(entry.frame.id, entry);
       }
     }
     this._onOnline = () => {
@@ -175,7 +187,7 @@ export class RoomClient extends EventTarget {
     if (!this.storage) return;
     this.storage.save({
       sessionId: this.sessionId || this.restoredSessionId,
-      unacked: Array.from(this.unacked, ([id, text]) => ({ id, text })),
+      unacked: Array.from(this.unacked, ([id, { frame, off }]) => ({ id, frame, off })),
     });
   }
 
@@ -372,11 +384,37 @@ export class RoomClient extends EventTarget {
 
   /** A chat: kept until acked (or seen in the event stream), re-sent on every welcome. */
   sendChat(text) {
+    return this.sendAcked({ t: "chat", text });
+  }
+
+  /**
+   * An acked frame (chat, goal, item, item_update, mark, record) without its id: it gets a new
+   * id, waits in the outbox until its ack and is re-sent with that id after a reconnect.
+   * Returns the id.
+   */
+  sendAcked(frame) {
+    if (!ACKED_TYPES.has(frame.t)) throw new Error(`not an acked frame: ${frame.t}`);
     const id = newId();
-    this.unacked.set(id, text);
+    // A chat written while off the record must never be sent once recording is back on.
+    const off = frame.t === "chat" && this.record === "off";
+    this.unacked.set(id, { frame: { ...frame, id }, off });
     this._persist();
-    if (this.state === "live") this._sendRaw({ t: "chat", id, text });
+    if (this.state === "live") this._sendRaw({ ...frame, id });
     return id;
+  }
+
+  /** The outbox's chats, in send order: [{id, text, off}]. */
+  pendingChats() {
+    const chats = [];
+    for (const [id, { frame, off }] of this.unacked) {
+      if (frame.t === "chat") chats.push({ id, text: frame.text, off });
+    }
+    return chats;
+  }
+
+  /** The outbox, in send order: [{id, t, frame, off}]. */
+  pending() {
+    return Array.from(this.unacked, ([id, { frame, off }]) => ({ id, t: frame.t, frame, off }));
   }
 
   // ---- receiving -----------------------------------------------------------------------------
@@ -390,7 +428,7 @@ export class RoomClient extends EventTarget {
     if (frame.t === "welcome") {
       this._onWelcome(frame);
     } else if (frame.t === "ack") {
-      this._acked(frame.id, frame.seq);
+      this._acked(frame.id, typeof frame.seq === "number" ? frame.seq : null, frame.off === true);
     } else if (typeof frame.seq === "number") {
       this._onDurable(frame);
     } else if (frame.t === "pong") {
@@ -400,13 +438,39 @@ export class RoomClient extends EventTarget {
     } else {
       if (frame.t === "error") this._onError(frame);
       this._emit("frame", frame);
+      // Our own chat relayed off the record proves it arrived, like its ack would.
+      if (frame.t === "chat" && frame.off === true && this._isOwn(frame, "chat")) {
+        this._acked(frame.id, null, true);
+      }
     }
   }
 
-  _acked(id, seq) {
-    if (!this.unacked.delete(id)) return; // already acked, or not ours
+  /** An event or frame sent by this member for the outbox entry of the same id and type. */
+  _isOwn(e, t) {
+    if (!this.user || typeof e.id !== "string") return false;
+    const entry = this.unacked.get(e.id);
+    return Boolean(entry) && entry.frame.t === t && (e.from ?? e.by) === this.user.id;
+  }
+
+  _acked(id, seq, off = false) {
+    const entry = this.unacked.get(id);
+    if (!entry) return; // already acked, or not ours
+    this.unacked.delete(id);
     this._persist();
-    this._emit("ack", { id, seq });
+    const detail = { id, seq, t: entry.frame.t };
+    if (off) detail.off = true;
+    this._emit("ack", detail);
+  }
+
+  /** Give up an outbox entry for good. */
+  _fail(id, reason, message) {
+    const entry = this.unacked.get(id);
+    if (!entry) return;
+    this.unacked.delete(id);
+    this._persist();
+    const { frame } = entry;
+    this._emit("send-failed", { id, t: frame.t, frame, message, reason });
+    if (frame.t === "chat") this._emit("chat-failed", { id, message });
   }
 
   _onWelcome(w) {
@@ -423,18 +487,29 @@ export class RoomClient extends EventTarget {
     this.welcomedAt = this.clock.now();
     this.everLive = true;
     this.restoredSessionId = null;
-    const orphans = newSession ? Array.from(this.unacked, ([id, text]) => ({ id, text })) : [];
+    this.record = typeof w.record === "string" ? w.record : "on";
+    // A chat written off the record is sent off the record or not at all.
+    for (const [id, entry] of Array.from(this.unacked)) {
+      if (entry.off && (newSession || this.record !== "off")) {
+        this._fail(id, "record-on", "Not sent: recording is on again, and this message was written off the record.");
+      }
+    }
+    const orphans = newSession ? this.pending() : [];
     if (newSession) this.unacked.clear();
     this._persist();
     this._setState("live");
     this._emit("welcome", { welcome: w, newSession, firstWelcome, previousSessionId });
     // Re-send what the server may not have, in order, with the same ids.
-    for (const [id, text] of this.unacked) this._sendRaw({ t: "chat", id, text });
+    for (const { frame } of this.unacked.values()) this._sendRaw(frame);
     if (orphans.length) this._recoverOrphans(previousSessionId, orphans);
     this._startPing();
   }
 
-  /** Chats unacked when their session ended: send again only those its transcript lacks. */
+  /**
+   * Frames unacked when their session ended: chats, items and item updates are sent again in
+   * the new session unless the old transcript has them; goals, marks and record changes belong
+   * to the old session and are given up.
+   */
   async _recoverOrphans(oldSessionId, orphans) {
     let stored = new Set();
     try {
@@ -445,18 +520,21 @@ export class RoomClient extends EventTarget {
         const body = await res.json();
         stored = new Set(
           body.events
-            .filter((e) => e.t === "chat" && this.user && e.from === this.user.id)
+            .filter((e) => this.user && (e.from ?? e.by) === this.user.id && typeof e.id === "string")
             .map((e) => e.id),
         );
       }
     } catch {
       /* unknown: send them again, a duplicate is better than a loss */
     }
-    const resend = orphans.filter((o) => !stored.has(o.id));
-    this._emit("orphans", { stored: orphans.filter((o) => stored.has(o.id)), resend });
-    for (const { id, text } of resend) {
-      this.unacked.set(id, text);
-      if (this.state === "live") this._sendRaw({ t: "chat", id, text });
+    const view = (o) => ({ id: o.id, t: o.t, frame: o.frame, text: o.frame.text });
+    const kept = orphans.filter((o) => stored.has(o.id)).map(view);
+    const resend = orphans.filter((o) => !stored.has(o.id) && CARRIED_TYPES.has(o.t)).map(view);
+    const dropped = orphans.filter((o) => !stored.has(o.id) && !CARRIED_TYPES.has(o.t)).map(view);
+    this._emit("orphans", { stored: kept, resend, dropped });
+    for (const { id, frame } of resend) {
+      this.unacked.set(id, { frame, off: false });
+      if (this.state === "live") this._sendRaw(frame);
     }
     this._persist();
   }
@@ -471,10 +549,12 @@ export class RoomClient extends EventTarget {
 
   _deliver(e) {
     if (e.t === "void") return; // a seq the server could not fill: it only moves lastSeq
-    const ownChat = e.t === "chat" && this.user && e.from === this.user.id && this.unacked.has(e.id);
+    // Our own event (the server puts the frame's id on every acked kind) acks it too.
+    const own = ACKED_TYPES.has(e.t) && this._isOwn(e, e.t);
     if (e.t === "ended") this.endedSeen = true;
+    if (e.t === "record" && typeof e.state === "string") this.record = e.state;
     this._emit("event", e);
-    if (ownChat) this._acked(e.id, e.seq);
+    if (own) this._acked(e.id, e.seq);
     if (e.t === "ended") {
       this._stopPing();
       this._emit("ended", e);
@@ -501,14 +581,12 @@ export class RoomClient extends EventTarget {
   }
 
   _onError(err) {
-    // A chat the server refuses as such (e.g. too long): sending it again cannot help.
+    // A frame the server refuses as such (e.g. too long): sending it again cannot help.
     if (err.code === "invalid" && typeof err.ref === "string" && this.unacked.has(err.ref)) {
-      this.unacked.delete(err.ref);
-      this._persist();
-      this._emit("chat-failed", { id: err.ref, message: err.message });
+      this._fail(err.ref, "invalid", err.message);
       return;
     }
-    // A chat that was refused for the moment: retry it with the same id a little later.
+    // A frame that was refused for the moment: retry it with the same id a little later.
     if (
       (err.code === "rate_limited" || err.code === "unavailable") &&
       typeof err.ref === "string" &&
@@ -516,9 +594,7 @@ export class RoomClient extends EventTarget {
     ) {
       const id = err.ref;
       this.clock.setTimeout(() => {
-        if (this.unacked.has(id) && this.state === "live") {
-          this._sendRaw({ t: "chat", id, text: this.unacked.get(id) });
-        }
+        if (this.unacked.has(id) && this.state === "live") this._sendRaw(this.unacked.get(id).frame);
       }, CHAT_RETRY_MS);
     }
   }
@@ -528,6 +604,16 @@ export class RoomClient extends EventTarget {
     this.unacked.clear();
     if (this.storage) this.storage.clear();
   }
+}
+
+/** An outbox entry read back from storage: {id, frame, off}, or v1's {id, text} chat. */
+function restoredEntry(saved) {
+  if (!saved || typeof saved.id !== "string") return null;
+  if (saved.frame && ACKED_TYPES.has(saved.frame.t) && saved.frame.id === saved.id) {
+    return { frame: saved.frame, off: saved.off === true };
+  }
+  if (typeof saved.text === "string") return { frame: { t: "chat", id: saved.id, text: saved.text }, off: false };
+  return null;
 }
 
 /** sessionStorage-backed record for one pair, JSON. */

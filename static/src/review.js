@@ -1,8 +1,11 @@
-// The review pages: a pair's past sessions, and one session's transcript.
+// The review pages: a pair's past sessions (with search across them), and one session's
+// transcript (goal, items, key moments, off-the-record stretches; opened at a given moment).
 import {
   $,
+  anchorFromFragment,
   apiErrorText,
   apiGet,
+  downloadBlob,
   formatDateTime,
   formatDuration,
   formatTime,
@@ -12,7 +15,14 @@ import {
   roleLabel,
   showFatal,
 } from "./common.js";
+import {
+  itemCreatedText,
+  itemUpdateText,
+  recordStretches,
+  stretchText,
+} from "./describe.js";
 import { tokenFromFragment } from "./protocol.js";
+import { SearchView } from "./search-view.js";
 
 const token = tokenFromFragment();
 const parts = window.location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
@@ -34,7 +44,17 @@ function fail(err) {
 async function sessionsPage() {
   const pairId = parts[1];
   $("#room-link").href = `/rooms/${encodeURIComponent(pairId)}${fragmentWithToken(token)}`;
+  $("#journey-link").href = `/rooms/${encodeURIComponent(pairId)}/journey${fragmentWithToken(token)}`;
   const sessions = await apiGet(`/api/rooms/${encodeURIComponent(pairId)}/sessions`, token);
+  new SearchView({
+    pairId,
+    token,
+    form: $("#search-form"),
+    input: $('[data-testid="search-input"]'),
+    results: $("#search-results"),
+    status: $("#search-status"),
+    sessions,
+  });
   const list = $("#session-list");
   for (const s of sessions) {
     const live = s.ended_at === null || s.ended_at === undefined;
@@ -53,6 +73,7 @@ async function sessionsPage() {
         h("time", { datetime: new Date(s.started_at * 1000).toISOString() }, formatDateTime(s.started_at)),
         live ? h("span", { class: "tag tag-live" }, "Live now") : null,
       ),
+      s.goal ? h("span", { class: "session-goal" }, h("span", { class: "session-goal-label" }, "Goal"), s.goal) : null,
       h(
         "span",
         { class: "session-facts" },
@@ -79,6 +100,7 @@ async function sessionPage() {
 
   const users = new Map();
   for (const e of events) if (e.t === "presence" && e.user) users.set(e.user.id, e.user);
+  const itemTexts = await itemTextsFor(events, session.pair_id);
   const nameOf = (id) => (users.get(id) ? users.get(id).name : "A member");
   const people = Array.from(users.values()).sort((a, b) => (a.role === "mentor" ? -1 : 1) - (b.role === "mentor" ? -1 : 1));
 
@@ -95,8 +117,17 @@ async function sessionPage() {
   const chats = events.filter((e) => e.t === "chat").length;
   facts.push(`${chats} message${chats === 1 ? "" : "s"}`);
   $("#meta").textContent = facts.join(" · ");
+  renderSummary(events, itemTexts, nameOf);
 
   const timeline = $("#timeline");
+  const sysLine = (e, cls, ...body) =>
+    h(
+      "li",
+      { class: `tl tl-sys ${cls}`, "data-testid": "transcript-event", "data-seq": e.seq, id: `seq-${e.seq}` },
+      h("time", { class: "tl-time" }, formatTime(e.ts)),
+      h("div", { class: "tl-body" }, ...body),
+    );
+  const stretches = new Map(recordStretches(events, Array.from(users.keys())).map((s) => [s.seq, s]));
   for (const e of events) {
     let item;
     if (e.t === "chat") {
@@ -126,8 +157,34 @@ async function sessionPage() {
         h("time", { class: "tl-time" }, formatTime(e.ts)),
         h("div", { class: "tl-body" }, `Session ended by ${nameOf(e.by)}`),
       );
+    } else if (e.t === "goal") {
+      item = sysLine(e, "tl-goal", e.text ? `${nameOf(e.by)} set the goal: ${e.text}` : `${nameOf(e.by)} cleared the goal`);
+    } else if (e.t === "item" && e.item) {
+      item = sysLine(e, "tl-item", itemCreatedText(e.item, nameOf));
+      item.dataset.itemId = e.item.id;
+    } else if (e.t === "item_update") {
+      item = sysLine(e, "tl-item", itemUpdateText(e, itemTexts.get(e.item), nameOf));
+      item.dataset.itemId = e.item;
+    } else if (e.t === "mark") {
+      item = sysLine(
+        e,
+        `tl-mark kind-${e.kind}`,
+        h("span", { class: "mark-kind" }, e.kind),
+        " ",
+        h("span", { class: "tl-mark-text" }, e.text),
+        ` · marked by ${nameOf(e.by)}`,
+        Number.isInteger(e.ref) ? jumpButton(e.ref) : null,
+      );
+      item.dataset.kind = e.kind;
+    } else if (e.t === "record" && stretches.has(e.seq)) {
+      const stretch = stretches.get(e.seq);
+      item = sysLine(e, `tl-record tl-record-${stretch.kind}`, stretchText(stretch, nameOf, formatTime));
+      item.dataset.kind = stretch.kind === "off" ? "off-record" : `record-${stretch.kind}`;
     }
-    if (item) timeline.append(item);
+    if (item) {
+      if (!item.id && e.seq) item.id = `seq-${e.seq}`;
+      timeline.append(item);
+    }
   }
   // Counts what is shown: a void (a seq the server could not fill) is not an event to a reader.
   const shown = timeline.children.length;
@@ -137,6 +194,7 @@ async function sessionPage() {
   if (notes && notes.trim()) notesBox.append(renderMarkdown(notes));
   else notesBox.append(h("p", { class: "empty" }, "No notes were written in this session."));
   $("#transcript").hidden = false;
+  openAt(anchorFromFragment());
 
   const download = $("#download");
   download.disabled = false;
@@ -149,15 +207,8 @@ async function sessionPage() {
         token,
         { as: "blob" },
       );
-      const url = URL.createObjectURL(
-        blob.type ? blob : new Blob([blob], { type: "text/markdown;charset=utf-8" }),
-      );
       const day = new Date(session.started_at * 1000).toISOString().slice(0, 10);
-      const a = h("a", { href: url, download: `menteo-session-${day}-${sessionId.slice(0, 8)}.md` });
-      document.body.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      downloadBlob(blob, `menteo-session-${day}-${sessionId.slice(0, 8)}.md`);
       status.textContent = "The Markdown file was downloaded.";
     } catch (err) {
       status.textContent = "";
@@ -169,6 +220,96 @@ async function sessionPage() {
     }
   });
   done();
+}
+
+/** Texts of the items this transcript mentions: its item events, else the pair's journey. */
+async function itemTextsFor(events, pairId) {
+  const texts = new Map();
+  for (const e of events) if (e.t === "item" && e.item) texts.set(e.item.id, e.item.text);
+  const unknown = events.some((e) => e.t === "item_update" && !texts.has(e.item));
+  if (unknown && pairId) {
+    try {
+      const journey = await apiGet(`/api/rooms/${encodeURIComponent(pairId)}/journey`, token);
+      for (const item of journey.items || []) if (!texts.has(item.id)) texts.set(item.id, item.text);
+    } catch {
+      /* the lines say "an item" */
+    }
+  }
+  return texts;
+}
+
+/** The head of the transcript: the session's goal, its key moments and its action items. */
+function renderSummary(events, itemTexts, nameOf) {
+  let goal = null;
+  for (const e of events) if (e.t === "goal") goal = e.text || null;
+  const box = $("#summary");
+  const goalLine = $("#summary-goal");
+  goalLine.replaceChildren(h("span", { class: "summary-label" }, "Goal"), goal || "No goal was set.");
+  goalLine.dataset.empty = String(!goal);
+  const marks = events.filter((e) => e.t === "mark");
+  const markList = $("#summary-marks");
+  markList.replaceChildren(
+    ...marks.map((m) =>
+      h(
+        "li",
+        { class: `summary-mark kind-${m.kind}`, "data-kind": m.kind },
+        h("span", { class: "mark-kind" }, m.kind),
+        " ",
+        m.text,
+        jumpButton(m.seq, "Show in the timeline"),
+      ),
+    ),
+  );
+  $("#summary-marks-empty").hidden = marks.length > 0;
+  // Items created or changed in this session, with the state this session left them in.
+  const items = new Map();
+  for (const e of events) {
+    if (e.t === "item" && e.item) items.set(e.item.id, { ...e.item, created: true, seq: e.seq });
+    if (e.t === "item_update") {
+      const item = items.get(e.item) || { id: e.item, text: itemTexts.get(e.item) || "An item", created: false };
+      for (const f of ["state", "text", "owner", "due"]) if (Object.prototype.hasOwnProperty.call(e, f)) item[f] = e[f];
+      item.seq = item.seq ?? e.seq;
+      items.set(e.item, item);
+    }
+  }
+  const itemList = $("#summary-items");
+  itemList.replaceChildren(
+    ...Array.from(items.values(), (item) =>
+      h(
+        "li",
+        { class: "summary-item", "data-state": item.state || "open", "data-item-id": item.id },
+        h("span", { class: `state-tag state-${item.state || "open"}` }, item.state || "updated"),
+        " ",
+        item.text,
+        item.owner ? h("span", { class: "summary-owner" }, ` · ${nameOf(item.owner)}`) : null,
+        item.created ? null : h("span", { class: "summary-owner" }, " · from an earlier session"),
+      ),
+    ),
+  );
+  $("#summary-items-empty").hidden = items.size > 0;
+  box.hidden = false;
+}
+
+function jumpButton(seq, label = "Show the message") {
+  const button = h("button", { type: "button", class: "tl-jump", "aria-label": label, title: label }, "↪");
+  button.addEventListener("click", () => openAt(`seq-${seq}`));
+  return button;
+}
+
+/** Bring a place of the transcript into view and highlight it ("seq-42" or "notes"). */
+function openAt(anchor) {
+  if (!anchor) return;
+  const target = anchor === "notes" ? document.getElementById("notes-panel") : document.getElementById(anchor);
+  if (!target) return;
+  for (const old of document.querySelectorAll("[data-highlight]")) {
+    old.classList.remove("highlight");
+    delete old.dataset.highlight;
+  }
+  target.classList.add("highlight");
+  target.dataset.highlight = "true";
+  target.setAttribute("tabindex", "-1");
+  target.scrollIntoView({ block: "center" });
+  target.focus({ preventScroll: true });
 }
 
 // ---- start -----------------------------------------------------------------------------------

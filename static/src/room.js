@@ -1,8 +1,15 @@
-// The room page: wires the wire client, the chat, the notes and the call to the DOM.
+// The room page: wires the wire client, the chat, the notes, the call and the session's goal,
+// action items, key moments and recording state to the DOM.
 import { Call } from "./call.js";
-import { $, formatTime, fragmentWithToken, h, roleLabel } from "./common.js";
+import { $, apiGet, formatTime, fragmentWithToken, h, roleLabel } from "./common.js";
+import { GoalView } from "./goal-view.js";
+import { ItemsView } from "./items-view.js";
+import { MarksView, closePicker, markButton, markFrame } from "./marks-view.js";
 import { Notes } from "./notes.js";
 import { RoomClient, pageStorage, tokenFromFragment } from "./protocol.js";
+import { RecordView } from "./record-view.js";
+import { MAX_ITEM, SessionModel, truncate } from "./session-model.js";
+import { parseTaskLine } from "./task-line.js";
 
 const TYPING_IDLE_MS = 2500; // stop "typing" after this long without a keystroke
 const TYPING_SHOW_MAX_MS = 8000; // hide the other's indicator if no "off" comes
@@ -55,11 +62,33 @@ const el = {
   mic: $("#toggle-mic"),
   camera: $("#toggle-camera"),
   share: $("#share-screen"),
+  sessionGoal: $('[data-testid="session-goal"]'),
+  goalForm: $("#goal-form"),
+  goalInput: $('[data-testid="goal-input"]'),
+  recordToggle: $('[data-testid="record-toggle"]'),
+  recordBanner: $('[data-testid="record-banner"]'),
+  recordText: $("#record-text"),
+  recordAccept: $('[data-testid="record-accept"]'),
+  itemsSince: $("#items-since"),
+  sinceTitle: $("#since-title"),
+  itemsNow: $("#items-now"),
+  nowTitle: $("#now-title"),
+  itemsEmpty: $("#items-empty"),
+  itemForm: $("#item-form"),
+  markList: $("#mark-list"),
+  marksEmpty: $("#marks-empty"),
+  notesToItem: $('[data-testid="notes-to-item"]'),
 };
 
 const storage = pageStorage(`menteo:room:${pairId}`);
 const client = new RoomClient({ pairId, token, storage });
-const notes = new Notes({ parent: el.notesHost, status: el.notesStatus, client, storage });
+const notes = new Notes({
+  parent: el.notesHost,
+  status: el.notesStatus,
+  client,
+  storage,
+  onLine: (text) => onNotesLine(text),
+});
 const call = new Call({
   client,
   storage,
@@ -77,6 +106,130 @@ let typingOn = false;
 let typingTimer = null;
 let peerTypingTimer = null;
 let noticeTimer = null;
+const offSeen = new Set(); // ids of the other member's off-the-record chats already shown
+let journeyAsked = false; // the journey was fetched for the texts of items seen only in updates
+
+// ---- goal, items, key moments, off the record -------------------------------------------------
+
+const model = new SessionModel();
+
+/** Put an acked frame (goal, item, item_update, mark, record) in the outbox and show it. */
+function sendAcked(frame) {
+  if (ended || fatal) return null;
+  const id = client.sendAcked(frame);
+  model.propose(id, frame);
+  renderSession();
+  return id;
+}
+
+const goalView = new GoalView({
+  model,
+  send: sendAcked,
+  display: el.sessionGoal,
+  form: el.goalForm,
+  input: el.goalInput,
+});
+const itemsView = new ItemsView({
+  model,
+  send: sendAcked,
+  sinceList: el.itemsSince,
+  sinceTitle: el.sinceTitle,
+  nowList: el.itemsNow,
+  nowTitle: el.nowTitle,
+  empty: el.itemsEmpty,
+  form: el.itemForm,
+});
+const marksView = new MarksView({ model, list: el.markList, empty: el.marksEmpty, onJump: jumpToSeq });
+const recordView = new RecordView({
+  model,
+  send: sendAcked,
+  toggle: el.recordToggle,
+  banner: el.recordBanner,
+  text: el.recordText,
+  accept: el.recordAccept,
+});
+
+function renderSession() {
+  goalView.render();
+  itemsView.render();
+  marksView.render();
+  recordView.render();
+  renderMarkBadges();
+  renderTaskButton();
+  el.input.placeholder =
+    model.record.state === "off" ? "Off the record: this chat is not kept…" : "Write a message…";
+}
+
+// A notes line such as "- [ ] send the draft @Grace" becomes an action item with one click.
+let taskLine = null; // the task on the notes line the cursor is on, or null
+
+function onNotesLine(text) {
+  taskLine = parseTaskLine(text, model.members);
+  renderTaskButton();
+}
+
+function renderTaskButton() {
+  const button = el.notesToItem;
+  if (!taskLine || ended || fatal) {
+    button.hidden = true;
+    return;
+  }
+  const { text, owner } = taskLine;
+  const exists = model.itemsView().some((v) => v.text === text && v.state === "open");
+  button.hidden = false;
+  button.disabled = exists;
+  button.textContent = exists
+    ? "Already an action item"
+    : `Make it an action item${owner ? ` for ${model.memberName(owner)}` : ""}`;
+  button.title = exists ? text : `Add “${text}” to the action items`;
+}
+
+el.notesToItem.addEventListener("click", () => {
+  if (!taskLine) return;
+  const { text, owner, due } = taskLine;
+  sendAcked({ t: "item", text: truncate(text, MAX_ITEM), owner: owner || itemsView.defaultOwner(), due });
+});
+
+/** Each chat message a key moment points at shows that moment's kind. */
+function renderMarkBadges() {
+  const kinds = marksView.kindsByRef();
+  for (const li of el.log.querySelectorAll('[data-testid="chat-message"]')) {
+    const kind = li.dataset.seq ? kinds.get(Number(li.dataset.seq)) : undefined;
+    if (kind) li.dataset.marked = kind;
+    else delete li.dataset.marked;
+  }
+}
+
+function jumpToSeq(seq) {
+  const li = el.log.querySelector(`[data-seq="${Number(seq)}"]`);
+  if (!li) return;
+  li.scrollIntoView({ block: "center", behavior: "smooth" });
+  li.classList.remove("flash");
+  void li.offsetWidth; // restart the animation
+  li.classList.add("flash");
+}
+
+/** Items seen only in an update (a reload after one was closed): their text from the journey. */
+function fillUnknownItems() {
+  if (!model.stubs.size || journeyAsked) return;
+  journeyAsked = true;
+  apiGet(`/api/rooms/${encodeURIComponent(pairId)}/journey`, token)
+    .then((journey) => {
+      model.fillItems(Array.isArray(journey.items) ? journey.items : []);
+      renderSession();
+    })
+    .catch(() => {
+      /* they stay listed as "an item from an earlier session" */
+    });
+}
+
+const FRAME_WHAT = {
+  goal: "The goal",
+  item: "The new item",
+  item_update: "The change to the item",
+  mark: "The key moment",
+  record: "The off-the-record change",
+};
 
 // ---- connection state ----------------------------------------------------------------------
 
@@ -236,12 +389,14 @@ function statusNode(status) {
     : h("span", { class: "msg-status" }, h("span", { class: "sr-only" }, "Status: "), "Delivered");
 }
 
-function messageEl({ id, text, from, ts, seq, status, mine }) {
+const OFF_TAG = () => h("span", { class: "msg-off" }, "off the record");
+
+function messageEl({ id, text, from, ts, seq, status, mine, off = false }) {
   const author = mine ? "You" : peer && from === peer.id ? peer.name : "Member";
   const li = h(
     "li",
     {
-      class: `msg ${mine ? "mine" : "theirs"}`,
+      class: `msg ${mine ? "mine" : "theirs"}${off ? " off" : ""}`,
       "data-testid": "chat-message",
       "data-status": status,
       "data-id": id,
@@ -251,7 +406,15 @@ function messageEl({ id, text, from, ts, seq, status, mine }) {
       { class: "msg-meta" },
       h("span", { class: "msg-author" }, author),
       h("time", { class: "msg-time" }, ts ? formatTime(ts) : ""),
+      off ? OFF_TAG() : null,
       mine ? statusNode(status) : null,
+      // Nothing said off the record may be copied into a key moment.
+      off
+        ? null
+        : markButton(
+            (kind, source) => sendAcked(markFrame(kind, source)),
+            () => ({ text, seq: li.dataset.seq ? Number(li.dataset.seq) : null }),
+          ),
     ),
     h("p", { class: "msg-text" }, text),
   );
@@ -259,20 +422,40 @@ function messageEl({ id, text, from, ts, seq, status, mine }) {
   return li;
 }
 
-/** Put an element with a seq at its place: after the last element with a lower seq. */
-function placeBySeq(li, seq) {
-  li.dataset.seq = String(seq);
+/**
+ * Where a log line sits: its seq, or for a line without one (said off the record) just after
+ * the last seq delivered when it came. Own chats still sending have none: they stay at the end.
+ */
+function positionOf(node) {
+  if (node.dataset.seq) return Number(node.dataset.seq);
+  if (node.dataset.after) return Number(node.dataset.after) + 0.5;
+  return NaN;
+}
+
+/** Put an element at its position: after the last element placed lower. */
+function placeAt(li, pos) {
   let after = null;
   for (let node = el.log.lastElementChild; node; node = node.previousElementSibling) {
     if (node === li) continue;
-    const s = Number(node.dataset.seq);
-    if (node.dataset.seq && s < seq) {
+    if (positionOf(node) < pos) {
       after = node;
       break;
     }
   }
   const before = after ? after.nextElementSibling : el.log.firstElementChild;
   if (before !== li) el.log.insertBefore(li, before);
+}
+
+function placeBySeq(li, seq) {
+  li.dataset.seq = String(seq);
+  placeAt(li, seq);
+}
+
+/** A line said off the record: placed after everything delivered so far, never by seq. */
+function placeOffRecord(li) {
+  delete li.dataset.seq;
+  li.dataset.after = String(client.lastSeq);
+  placeAt(li, client.lastSeq + 0.5);
 }
 
 function markDelivered(li, seq, ts) {
@@ -283,14 +466,45 @@ function markDelivered(li, seq, ts) {
   placeBySeq(li, seq);
 }
 
+/** An own chat the server relayed off the record: delivered, kept nowhere. */
+function markOffRecord(li, ts) {
+  if (li.dataset.off === "true") return;
+  li.dataset.status = "delivered";
+  li.dataset.off = "true";
+  li.classList.add("off");
+  const meta = li.querySelector(".msg-status");
+  if (meta) meta.replaceWith(statusNode("delivered"));
+  if (!li.querySelector(".msg-off")) li.querySelector(".msg-time").after(OFF_TAG());
+  const mark = li.querySelector(".mark-button");
+  if (mark) mark.remove();
+  if (ts) li.querySelector(".msg-time").textContent = formatTime(ts);
+  placeOffRecord(li);
+}
+
+function onOffRecordChat(f) {
+  const mine = me && f.from === me.id;
+  const existing = mine ? own.get(f.id) : null;
+  if (existing) {
+    markOffRecord(existing, f.ts);
+  } else if (!offSeen.has(f.id)) {
+    offSeen.add(f.id);
+    const li = messageEl({ ...f, status: "delivered", mine, off: true });
+    li.dataset.off = "true";
+    if (mine) own.set(f.id, li);
+    placeOffRecord(li);
+    if (!mine) showPeerTyping(false);
+  }
+  scrollLog(mine);
+}
+
 function scrollLog(force = false) {
   const log = el.log;
   const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 120;
   if (force || nearBottom) log.scrollTop = log.scrollHeight;
 }
 
-function addPending(id, text) {
-  const li = messageEl({ id, text, status: "sending", mine: true });
+function addPending(id, text, { off = false } = {}) {
+  const li = messageEl({ id, text, status: "sending", mine: true, off });
   own.set(id, li);
   el.log.append(li);
   scrollLog(true);
@@ -308,7 +522,42 @@ function systemLine(text, { seq = null, ts = null, kind = "presence" } = {}) {
   return li;
 }
 
+function nameOf(userId) {
+  if (me && userId === me.id) return "You";
+  return peer && userId === peer.id ? peer.name : "A member";
+}
+
+/** The log line of a record event, given the recording state before it. */
+function recordLine(e, before) {
+  const who = nameOf(e.by);
+  if (e.state === "requested") return `${who} asked to go off the record`;
+  if (e.state === "off") return `Off the record: ${who === "You" ? "you" : who} agreed. The chat from here is not kept.`;
+  if (before.state === "requested") {
+    return e.by === before.requestedBy
+      ? `${who} withdrew the request to go off the record`
+      : `${who} declined to go off the record`;
+  }
+  return `Back on the record: ${who === "You" ? "you" : who} turned recording on`;
+}
+
+const SESSION_KINDS = new Set(["goal", "item", "item_update", "mark", "record"]);
+
 function onDurable(e) {
+  const recordBefore = { ...model.record };
+  model.applyEvent(e);
+  if (SESSION_KINDS.has(e.t)) {
+    if (e.t === "goal") {
+      const who = nameOf(e.by);
+      systemLine(e.text ? `${who} set the goal: ${e.text}` : `${who} cleared the goal`, { ...e, kind: "goal" });
+    } else if (e.t === "record") {
+      systemLine(recordLine(e, recordBefore), { ...e, kind: `record record-${e.state}` });
+    } else if (e.t === "item_update") {
+      fillUnknownItems();
+    }
+    renderSession();
+    scrollLog();
+    return;
+  }
   if (e.t === "chat") {
     const mine = me && e.from === me.id;
     const existing = mine ? own.get(e.id) : null;
@@ -354,21 +603,41 @@ function onDurable(e) {
 client.addEventListener("event", (ev) => onDurable(ev.detail));
 
 client.addEventListener("ack", (ev) => {
-  const li = own.get(ev.detail.id);
-  if (li && li.dataset.status !== "delivered") markDelivered(li, ev.detail.seq, null);
-  else if (li && !li.dataset.seq) placeBySeq(li, ev.detail.seq);
+  const { id, seq, t, off } = ev.detail;
+  if (t !== "chat") {
+    model.settle(id, seq);
+    renderSession();
+    return;
+  }
+  const li = own.get(id);
+  if (!li) return;
+  if (off) markOffRecord(li, null);
+  else if (li.dataset.status !== "delivered") markDelivered(li, seq, null);
+  else if (!li.dataset.seq && seq) placeBySeq(li, seq);
 });
 
-client.addEventListener("chat-failed", (ev) => {
-  const li = own.get(ev.detail.id);
-  if (!li) return;
-  li.classList.add("failed");
-  const status = li.querySelector(".msg-status");
-  if (status) status.textContent = "Not sent: the server refused this message";
+client.addEventListener("send-failed", (ev) => {
+  const { id, t, message, reason } = ev.detail;
+  if (t === "chat") {
+    const li = own.get(id);
+    if (!li) return;
+    li.classList.add("failed");
+    const status = li.querySelector(".msg-status");
+    if (status) {
+      status.textContent =
+        reason === "record-on"
+          ? "Not sent: recording is on again, and this was written off the record"
+          : "Not sent: the server refused this message";
+    }
+    return;
+  }
+  model.fail(id);
+  renderSession();
+  showNotice(`${FRAME_WHAT[t] || "The change"} was not saved: ${message || "the server refused it"}.`, 9000);
 });
 
 client.addEventListener("orphans", (ev) => {
-  // Chats unacked when the previous session ended: the stored ones belong to its transcript.
+  // Frames unacked when the previous session ended: the stored ones belong to its transcript.
   for (const { id } of ev.detail.stored) {
     const li = own.get(id);
     if (li) {
@@ -376,9 +645,17 @@ client.addEventListener("orphans", (ev) => {
       own.delete(id);
     }
   }
-  for (const { id, text } of ev.detail.resend) {
-    if (!own.has(id)) addPending(id, text);
+  for (const { id, t, text, frame } of ev.detail.resend) {
+    if (t === "chat") {
+      if (!own.has(id)) addPending(id, text);
+    } else {
+      model.propose(id, frame);
+    }
   }
+  if (ev.detail.dropped.length) {
+    showNotice("Some changes made as the last session ended (goal, key moments, off the record) were not saved.", 9000);
+  }
+  renderSession();
 });
 
 function sendChat() {
@@ -386,7 +663,7 @@ function sendChat() {
   const text = el.input.value.replace(/\s+$/, "");
   if (!text.trim()) return;
   const id = client.sendChat(text);
-  addPending(id, text);
+  addPending(id, text, { off: client.unacked.get(id).off });
   el.input.value = "";
   autoGrow();
   setTyping(false);
@@ -436,6 +713,11 @@ function setInputsEnabled(enabled) {
   el.input.disabled = !enabled;
   el.send.disabled = !enabled;
   notes.setReadOnly(!enabled);
+  goalView.setEnabled(enabled);
+  itemsView.setEnabled(enabled);
+  recordView.setEnabled(enabled);
+  for (const button of el.log.querySelectorAll(".mark-button")) button.disabled = !enabled;
+  if (!enabled) closePicker();
 }
 
 // ---- live frames -----------------------------------------------------------------------------
@@ -445,6 +727,9 @@ client.addEventListener("frame", (ev) => {
   switch (f.t) {
     case "typing":
       if (peer && f.from === peer.id) showPeerTyping(Boolean(f.on));
+      break;
+    case "chat":
+      if (f.off === true) onOffRecordChat(f);
       break;
     case "notes":
     case "awareness":
@@ -467,7 +752,10 @@ client.addEventListener("frame", (ev) => {
 function resetSessionView(message) {
   el.log.replaceChildren();
   own.clear();
-  for (const [id, text] of client.unacked) addPending(id, text);
+  offSeen.clear();
+  journeyAsked = false;
+  closePicker();
+  for (const { id, text, off } of client.pendingChats()) addPending(id, text, { off });
   notes.reset();
   if (message) systemLine(message, { kind: "ended" });
 }
@@ -477,6 +765,11 @@ client.addEventListener("welcome", (ev) => {
   me = welcome.user;
   peer = welcome.members.find((m) => m.id !== me.id) || null;
   renderMembers();
+  model.onWelcome(welcome);
+  // Own frames still waiting for their ack (also after a reload) show as they will be.
+  for (const p of client.pending()) {
+    if (p.t !== "chat" && !model.pending.has(p.id)) model.propose(p.id, p.frame);
+  }
   if (newSession && !firstWelcome) {
     resetSessionView("The previous session ended. This is a new session.");
     call.endLocal();
@@ -485,6 +778,7 @@ client.addEventListener("welcome", (ev) => {
   call.configure({ iceServers: welcome.ice_servers, polite: me.role === "mentee" });
   notes.onWelcome(welcome);
   setInputsEnabled(true);
+  renderSession();
   const online = Boolean(peer && welcome.peers.some((p) => p.id === peer.id));
   setPeerOnline(online);
   typingOn = false;
@@ -515,6 +809,7 @@ function markEnded() {
   notes.peerLeft();
   setPeerOnline(false);
   renderCall();
+  renderSession();
   scrollLog(true);
 }
 
@@ -634,13 +929,14 @@ function boot() {
     return;
   }
   // Chats typed before a reload that were never acknowledged: shown as sending, sent again.
-  for (const [id, text] of client.unacked) addPending(id, text);
+  for (const { id, text, off } of client.pendingChats()) addPending(id, text, { off });
+  renderSession();
   setConnState("connecting");
   renderCall();
   client.start();
 }
 
 // For tests and diagnostics (no secrets: the token is already in the page's URL).
-window.menteo = { client, call, notes, callStats: () => call.stats() };
+window.menteo = { client, call, notes, model, callStats: () => call.stats() };
 
 boot();

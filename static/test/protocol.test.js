@@ -372,8 +372,8 @@ describe("chat outbox", () => {
     ws2.receive({ t: "chat", seq: 2, id: second, from: ME.id, text: "written while live", ts: 2 });
     ws2.receive({ t: "ack", id: second, seq: 2 });
     assert.deepEqual(h.seen.acks, [
-      { id: first, seq: 1 },
-      { id: second, seq: 2 },
+      { id: first, seq: 1, t: "chat" },
+      { id: second, seq: 2, t: "chat" },
     ]);
     assert.deepEqual(h.seqs(), [1, 2]);
     assert.equal(h.client.unacked.size, 0);
