@@ -74,7 +74,9 @@ class Item(SQLModel, table=True):
     """An action item of a pair: its ``item`` event's ITEM with every ``item_update`` applied."""
 
     __tablename__ = "items"
-    pair_id: str = Field(foreign_key="pairs.id", primary_key=True, max_length=64)
+    # no foreign key to pairs (the session's is enough): a write then locks only its session's
+    # row, never the pair's, so erasing a pair cannot deadlock with a room's writes
+    pair_id: str = Field(primary_key=True, max_length=64)
     id: str = Field(primary_key=True, max_length=64)
     text: str
     owner: str = Field(max_length=64)
@@ -95,11 +97,11 @@ class SearchEntry(SQLModel, table=True):
 
     __tablename__ = "search_entries"
     __table_args__ = (
-        Index("search_by_pair", "pair_id", "ts"),
+        Index("search_by_pair", "pair_id", "ts", "id"),
         Index("search_by_session", "session_id", "kind"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    pair_id: str = Field(foreign_key="pairs.id", max_length=64)
+    pair_id: str = Field(max_length=64)  # no foreign key to pairs, as in ``Item``
     session_id: str = Field(foreign_key="sessions.id", max_length=64)
     kind: str = Field(max_length=8)
     seq: int | None = None

@@ -455,9 +455,10 @@ class Store:
 
     # search ----------------------------------------------------------------------------------
     async def search(self, pair_id: str, q: str, limit: int = 20) -> list[dict[str, Any]]:
-        """The pair's texts that hold every word of ``q`` (whole words, any case), newest first:
-        ``{"session_id", "kind", "seq", "text", "ts"}`` with ``text`` an excerpt around the
-        first match. A query without words finds nothing."""
+        """The pair's texts that hold every word of ``q`` (whole words, any case), newest first
+        (by ``ts`` on PostgreSQL; in the order they were indexed, which is the order they were
+        said, on SQLite): ``{"session_id", "kind", "seq", "text", "ts"}`` with ``text`` an
+        excerpt around the first match. A query without words finds nothing."""
         words = search_words(q)
         if not words or limit < 1:
             return []
@@ -466,20 +467,30 @@ class Store:
             match = " AND ".join(
                 [f"pair_id : {_fts_quote(pair_id)}", *(f"text : {_fts_quote(w)}" for w in words)]
             )
+            # FTS5 walks its rowids backwards and stops at the limit; joined the other way
+            # round, SQLite would test every entry of the pair against the query
             stmt = sql_text(
-                "SELECT e.session_id, e.kind, e.seq, e.text, e.ts FROM search_fts "
-                "JOIN search_entries e ON e.id = search_fts.rowid "
-                "WHERE search_fts MATCH :match AND e.pair_id = :pair "
-                "ORDER BY e.ts DESC, e.id DESC LIMIT :limit"
+                "SELECT e.session_id, e.kind, e.seq, e.text, e.ts FROM ("
+                "SELECT rowid AS id FROM search_fts WHERE search_fts MATCH :match "
+                "ORDER BY rowid DESC LIMIT :limit) AS hit "
+                "JOIN search_entries e ON e.id = hit.id WHERE e.pair_id = :pair "
+                "ORDER BY e.id DESC"
             ).bindparams(match=match, pair=pair_id, limit=limit)
         else:
-            # plainto_tsquery takes plain text: no query syntax at all, words joined with AND
+            # plainto_tsquery takes plain text: no query syntax at all, words joined with AND.
+            # Ordered by (ts, id), which search_by_pair holds: a common word walks the pair's
+            # newest entries, a rare one comes from the GIN index (ordering by id alone lets
+            # the planner walk the whole table backwards when a pair's rows are clustered)
             stmt = sql_text(
                 "SELECT session_id, kind, seq, text, ts FROM search_entries "
                 "WHERE pair_id = :pair AND tsv @@ plainto_tsquery('simple'::regconfig, :words) "
                 "ORDER BY ts DESC, id DESC LIMIT :limit"
             ).bindparams(pair=pair_id, words=" ".join(words), limit=limit)
-        async with self.engine.connect() as conn:
+        async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # which plan is right depends on the words: a generic plan of the prepared
+                # statement walks all of a pair's entries for a word it does not hold
+                await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
             rows = (await conn.execute(stmt)).all()
         return [
             {
@@ -497,14 +508,20 @@ class Store:
         """Delete the pair and everything it stored (events, notes, sessions, items, search
         entries, its two users) in one transaction; False if there is no such pair."""
         async with self.engine.begin() as conn:
-            pair = (
-                await conn.execute(
-                    select(PAIRS.c.mentor_id, PAIRS.c.mentee_id).where(PAIRS.c.id == pair_id)
-                )
-            ).first()
-            if pair is None:
+            # a write first: SQLite takes its write lock now (a read first could not upgrade
+            # past a commit made meanwhile)
+            touched = await conn.execute(
+                update(PAIRS).where(PAIRS.c.id == pair_id).values(created_at=PAIRS.c.created_at)
+            )
+            if not touched.rowcount:
                 return False
+            # PostgreSQL: the pair's row first (a session starting meanwhile waits, then finds
+            # no pair), then its sessions' rows: writes in flight hold them (foreign keys), so
+            # what they commit is deleted below rather than left pointing at no session
+            members = select(PAIRS.c.mentor_id, PAIRS.c.mentee_id).where(PAIRS.c.id == pair_id)
+            pair = (await conn.execute(members.with_for_update())).one()
             sessions = select(SESSIONS.c.id).where(SESSIONS.c.pair_id == pair_id)
+            await conn.execute(sessions.with_for_update())
             await conn.execute(delete(SEARCH).where(SEARCH.c.pair_id == pair_id))
             await conn.execute(delete(ITEMS).where(ITEMS.c.pair_id == pair_id))
             await conn.execute(delete(EVENTS).where(EVENTS.c.session_id.in_(sessions)))
@@ -638,12 +655,18 @@ class Store:
         return {sid: self._pair_of[sid] for sid in wanted if sid in self._pair_of}
 
     async def _follow(self, conn: AsyncConnection, stored: Sequence[StoredEvent]) -> None:
-        """Apply stored journey events to the items and the search index, in seq order. The room
-        machine checked every field; anything else is skipped, never a failed batch."""
+        """Apply stored journey events to the items and the search index. Entries are inserted
+        in seq order, so that the index's row order is the order things were said (search
+        lists newest first by it). The room machine checked every field; anything else is
+        skipped, never a failed batch."""
         pairs = await self._pairs_of(conn, (o.session_id for o in stored))
         entries: list[dict[str, Any]] = []
         pending: dict[str, dict[str, Any]] = {}  # entries of items created in this batch
-        goals: dict[str, str] = {}
+        goals = {
+            sid: await self._goal_entry(conn, sid, pairs[sid])
+            for sid in sorted({o.session_id for o in stored if o.kind == "goal"})
+            if sid in pairs
+        }
         for o in sorted(stored, key=lambda o: (o.session_id, o.seq)):
             pair_id = pairs.get(o.session_id)
             if pair_id is None:
@@ -653,12 +676,15 @@ class Store:
                 if _is_text(body.get("text")):
                     entries.append(_entry(pair_id, o, o.kind, body["text"]))
             elif o.kind == "goal":
-                goals[o.session_id] = pair_id
+                goal = goals.get(o.session_id)
+                if goal is not None and goal["seq"] == o.seq:
+                    entries.append(goal)
+                    del goals[o.session_id]
             elif o.kind == "item":
                 item = body.get("item")
                 if not isinstance(item, dict) or not all(f in item for f in ITEM_FIELDS):
                     continue
-                row = {f: item[f] for f in ITEM_FIELDS}
+                row = {f: _storable(item[f]) for f in ITEM_FIELDS}
                 await conn.execute(
                     self._insert(ITEMS).on_conflict_do_nothing(),
                     {**row, "pair_id": pair_id, "updated_at": o.ts},
@@ -669,10 +695,9 @@ class Store:
                     entries.append(made)
             elif o.kind == "item_update" and isinstance(body.get("item"), str):
                 await self._update_item(conn, pair_id, body, o.ts, pending)
+        entries += [goal for goal in goals.values() if goal is not None]
         if entries:
             await conn.execute(insert(SEARCH), entries)
-        for session_id, pair_id in goals.items():
-            await self._index_goal(conn, session_id, pair_id)
 
     async def _update_item(
         self,
@@ -683,7 +708,7 @@ class Store:
         pending: dict[str, dict[str, Any]],
     ) -> None:
         item_id = body["item"]
-        changes = {k: body[k] for k in ITEM_CHANGES if k in body}
+        changes = {k: _storable(body[k]) for k in ITEM_CHANGES if k in body}
         if not changes:
             return
         await conn.execute(
@@ -715,10 +740,11 @@ class Store:
     def _insert(self, table: Any) -> Any:
         return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
 
-    async def _index_goal(self, conn: AsyncConnection, session_id: str, pair_id: str) -> None:
-        """The session's goal entry is its last goal event by seq; none once it is cleared."""
-        where = (SEARCH.c.session_id == session_id, SEARCH.c.kind == "goal")
-        await conn.execute(delete(SEARCH).where(*where))
+    async def _goal_entry(
+        self, conn: AsyncConnection, session_id: str, pair_id: str
+    ) -> dict[str, Any] | None:
+        """The session's goal entry is its last goal event by seq (none once cleared). Drop
+        the entry there is unless it is that one already; return the entry to insert."""
         q = (
             select(EVENTS.c.seq, EVENTS.c.ts, EVENTS.c.body)
             .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == "goal")
@@ -727,17 +753,23 @@ class Store:
         )
         last = (await conn.execute(q)).first()
         goal = _goal_text(last[2]) if last else None
-        if last and goal:
-            await conn.execute(
-                insert(SEARCH).values(
-                    pair_id=pair_id,
-                    session_id=session_id,
-                    kind="goal",
-                    seq=last[0],
-                    ts=last[1],
-                    text=goal,
-                )
-            )
+        where = (SEARCH.c.session_id == session_id, SEARCH.c.kind == "goal")
+        indexed = (await conn.execute(select(SEARCH.c.seq).where(*where))).scalars().all()
+        if last is not None and goal and list(indexed) == [last[0]]:
+            return None  # a goal stored late, older than the one indexed: nothing changes
+        if indexed:
+            await conn.execute(delete(SEARCH).where(*where))
+        if last is None or not goal:
+            return None
+        return {
+            "pair_id": pair_id,
+            "session_id": session_id,
+            "kind": "goal",
+            "seq": last[0],
+            "ref": None,
+            "ts": last[1],
+            "text": _storable(goal),
+        }
 
     async def _index_notes(
         self, conn: AsyncConnection, session_id: str, notes: str, ts: float | None
@@ -768,7 +800,7 @@ class Store:
                 kind="notes",
                 seq=None,
                 ts=ts,
-                text=notes[:NOTES_INDEXED],
+                text=_storable(notes[:NOTES_INDEXED]),
             )
         )
 
@@ -783,8 +815,13 @@ def _entry(
         "seq": o.seq,
         "ref": ref,
         "ts": o.ts,
-        "text": text,
+        "text": _storable(text),
     }
+
+
+def _storable(value: Any) -> Any:
+    """A text PostgreSQL can hold: without NUL characters (the event keeps them)."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
 
 
 def _is_text(value: object) -> bool:
@@ -808,7 +845,7 @@ def search_words(q: str) -> list[str]:
     """The words of a query, lower-cased, in order, without repeats: runs of letters and
     digits (punctuation and ``_`` separate words, as both backends' tokenizers do)."""
     words: list[str] = []
-    for word in re.findall(r"[^\W_]+", q):
+    for word in re.findall(r"[^\W_]+", unicodedata.normalize("NFC", q)):
         word = word.lower()
         if word not in words:
             words.append(word)

@@ -17,7 +17,7 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
 # backslash-escaped wherever they are: emphasis, code, links, tables, HTML and entities
 _INLINE = re.compile(r"([\\`*_\[\]~|<>&])")
 # block markers that only count at the start of a line: headings, lists, setext underlines
-_LINE_START = re.compile(r"^(\s*)(#|\+|-|=|\d+(?=[.)]))")
+_LINE_START = re.compile(r"^(\s*)(#|\+|-|=|\d+[.)])")
 
 DASH = "\u2013"  # an en dash, as in "off the record 10:02-10:09"
 KIND_NAMES = {
@@ -28,13 +28,23 @@ KIND_NAMES = {
 }
 
 
+def _escape_start(m: re.Match[str]) -> str:
+    """``# x`` becomes ``\\# x``; ``1. x`` becomes ``1\\. x`` (a digit cannot be escaped)."""
+    indent, marker = m.group(1), m.group(2)
+    if marker[0].isdigit():
+        return f"{indent}{marker[:-1]}\\{marker[-1]}"
+    return f"{indent}\\{marker}"
+
+
 def md(text: str, indent: str | None = None) -> str:
     """Member-written text made inert in Markdown: HTML and Markdown syntax escaped, control
     characters dropped, every kind of line break normalised. Without ``indent`` the result is
     one line (breaks become spaces); with it, later lines are indented by ``indent`` so they
     stay inside the list item they belong to and can never start a line of their own."""
     text = _CONTROLS.sub("", _BREAKS.sub("\n", text).replace("\t", " "))
-    lines = [_LINE_START.sub(r"\1\\\2", _INLINE.sub(r"\\\1", line)) for line in text.split("\n")]
+    lines = [
+        _LINE_START.sub(_escape_start, _INLINE.sub(r"\\\1", line)) for line in text.split("\n")
+    ]
     if indent is None:
         return " ".join(line.strip() for line in lines if line.strip())
     return ("\n" + indent).join(lines)
@@ -203,7 +213,7 @@ def markdown(
         f"- Mentee: {md(pair.mentee_name)}",
         f"- Started: {when(s['started_at'])}",
         f"- Ended: {when(s['ended_at']) if s['ended_at'] else 'still live'}",
-        f"- Goal: {md(goal) if goal else '_none set_'}",
+        *([f"- Goal: {md(goal)}"] if goal else []),
         f"- Session id: `{s['id']}`",
         "",
         "## Timeline",
@@ -243,7 +253,8 @@ def markdown(
             about = ""
             ref = by_seq.get(ev.get("ref")) if ev.get("ref") is not None else None
             if ref is not None:
-                about = f" (about the message at {clock(ref['ts'])})"
+                what = "message" if ref["t"] == "chat" else "event"
+                about = f" (about the {what} at {clock(ref['ts'])})"
             elif ev.get("ref") is not None:
                 about = f" (about event {int(ev['ref'])})"
             text = md(ev["text"])

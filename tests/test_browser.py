@@ -407,6 +407,7 @@ async def test_goal_item_mark_carried_to_next_session_search_and_journey(
     await expect(page.get_by_test_id("journey-mark")).to_have_attribute("data-kind", "feedback")
     journey_item = page.get_by_test_id("journey-item").filter(has_text="Send the draft to Ada")
     await expect(journey_item).to_have_attribute("data-state", "done")
+    await page.screenshot(path=str(SHOTS / "journey.png"), full_page=True)
     async with page.expect_download() as info:
         await page.get_by_test_id("download-journey").click()
     download = await info.value
@@ -447,6 +448,7 @@ async def test_off_the_record_by_consent_and_absent_from_review(
     await expect(theirs).to_have_attribute("data-off", "true")
     await expect(theirs.get_by_test_id("mark-button")).to_have_count(0)
     assert await mentee.page.evaluate("window.menteo.client.unacked.size") == 0
+    await mentor.page.screenshot(path=str(SHOTS / "off-the-record.png"))
 
     # either one turns recording back on
     await mentor.tid("record-toggle").click()

@@ -1009,3 +1009,50 @@ async def test_pair_events_and_ordering(store: Store) -> None:
         (s2, 2, "item_update"),
     ]
     assert await store.pair_events(pair.id, ("record",)) == []
+
+
+async def test_erase_while_a_room_writes(store: Store) -> None:
+    pair, sid = await new_session(store)
+    written: list[int] = []
+    started = asyncio.Event()
+
+    async def room() -> None:
+        for seq in range(1, 400):
+            try:
+                await store.write([chat(sid, seq, pair.mentor_id, f"portfolio {seq}")])
+            except IntegrityError:  # the session is gone: never acked
+                return
+            written.append(seq)
+            if len(written) == 5:
+                started.set()
+
+    task = asyncio.create_task(room())
+    await asyncio.wait_for(started.wait(), 30)
+    assert await store.erase_pair(pair.id) is True
+    await asyncio.wait_for(task, 30)
+    assert 5 <= len(written) < 399  # some writes landed before, none after
+    assert await store.get_session(sid) is None
+    for table in ("events", "search_entries"):
+        assert await count_rows(store, table, "session_id = :s", s=sid) == 0
+    assert await store.search(pair.id, "portfolio") == []
+
+
+async def test_texts_with_nul_characters(store: Store) -> None:
+    pair, sid = await new_session(store)
+    mentor, mentee = pair.mentor_id, pair.mentee_id
+    assert (
+        await store.write(
+            [
+                chat(sid, 1, mentor, "nul\x00byte here"),
+                new_item(sid, 2, mentor, "item\x00with nul", mentee),
+                item_update(sid, 3, mentee, item_id(sid, 2), owner=mentor, text="fixed\x00 text"),
+                goal(sid, 4, mentee, "goal\x00"),
+            ]
+        )
+        == []
+    )
+    assert msgpack.unpackb((await store.events(sid))[0].body)["text"] == "nul\x00byte here"
+    assert [i["text"] for i in await store.items(pair.id)] == ["fixed text"]
+    assert found(await store.search(pair.id, "nulbyte")) == [(sid, "chat", 1)]
+    assert found(await store.search(pair.id, "fixed")) == [(sid, "item", 2)]
+    assert (await store.session_state(sid))["goal"] == "goal\x00"

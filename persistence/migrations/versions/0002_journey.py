@@ -70,7 +70,6 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("pair_id", "id"),
-        sa.ForeignKeyConstraint(["pair_id"], ["pairs.id"]),
         sa.ForeignKeyConstraint(["session_id"], ["sessions.id"]),
     )
     op.create_table(
@@ -84,86 +83,82 @@ def upgrade() -> None:
         sa.Column("ts", sa.Float(), nullable=False),
         sa.Column("text", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.ForeignKeyConstraint(["pair_id"], ["pairs.id"]),
         sa.ForeignKeyConstraint(["session_id"], ["sessions.id"]),
     )
-    op.create_index("search_by_pair", "search_entries", ["pair_id", "ts"])
+    op.create_index("search_by_pair", "search_entries", ["pair_id", "ts", "id"])
     op.create_index("search_by_session", "search_entries", ["session_id", "kind"])
     dialect = op.get_bind().dialect.name
     for statement in SQLITE_SEARCH if dialect == "sqlite" else POSTGRESQL_SEARCH:
         op.execute(statement)
-    _index_chats()
-    _index_notes()
+    _index_what_is_stored()
 
 
-def _index_chats() -> None:
-    """Every stored chat, a page at a time (keyset on the primary key)."""
-    bind = op.get_bind()
-    page = sa.text(
-        "SELECT e.session_id, e.seq, e.ts, e.body, s.pair_id FROM events e "
-        "JOIN sessions s ON s.id = e.session_id "
-        "WHERE e.kind = 'chat' AND (e.session_id > :sid OR (e.session_id = :sid AND e.seq > :seq)) "
-        "ORDER BY e.session_id, e.seq LIMIT :n"
-    )
-    sid, seq = "", 0
-    while True:
-        rows = bind.execute(page, {"sid": sid, "seq": seq, "n": PAGE}).all()
-        if not rows:
-            return
-        entries: list[dict[str, Any]] = []
-        for session_id, event_seq, ts, body, pair_id in rows:
-            text = msgpack.unpackb(bytes(body), raw=False).get("text")
-            if isinstance(text, str) and text:
-                entries.append(
-                    {
-                        "pair_id": pair_id,
-                        "session_id": session_id,
-                        "kind": "chat",
-                        "seq": event_seq,
-                        "ref": None,
-                        "ts": ts,
-                        "text": text,
-                    }
-                )
-        if entries:
-            bind.execute(sa.insert(search_entries), entries)
-        sid, seq = rows[-1][0], rows[-1][1]
-
-
-def _index_notes() -> None:
+def _index_what_is_stored() -> None:
+    """Every stored chat, then the session's notes, session by session in the order they
+    started: search lists newest first by the order entries were indexed in."""
     bind = op.get_bind()
     sessions = bind.execute(
-        sa.text("SELECT id, pair_id, started_at, ended_at, notes_text FROM sessions")
+        sa.text(
+            "SELECT id, pair_id, started_at, ended_at, notes_text FROM sessions "
+            "ORDER BY started_at, id"
+        )
     ).all()
-    for session_id, pair_id, started_at, ended_at, stored_text in sessions:
-        if ended_at is not None and stored_text is not None:
-            text, ts = stored_text, ended_at
+    chats = sa.text(
+        "SELECT seq, ts, body FROM events WHERE session_id = :s AND kind = 'chat' AND seq > :after "
+        "ORDER BY seq LIMIT :n"
+    )
+    for session_id, pair_id, started_at, ended_at, stored_notes in sessions:
+        after = 0
+        while True:
+            rows = bind.execute(chats, {"s": session_id, "after": after, "n": PAGE}).all()
+            if not rows:
+                break
+            entries = []
+            for seq, ts, body in rows:
+                text = msgpack.unpackb(bytes(body), raw=False).get("text")
+                if isinstance(text, str) and text:
+                    entries.append(_entry(pair_id, session_id, "chat", seq, ts, text))
+            if entries:
+                bind.execute(sa.insert(search_entries), entries)
+            after = rows[-1][0]
+        if ended_at is not None and stored_notes is not None:
+            notes, ts = stored_notes, ended_at
         else:
-            updates = bind.execute(
-                sa.text("SELECT data FROM notes_updates WHERE session_id = :s ORDER BY id"),
-                {"s": session_id},
-            ).scalars()
-            doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
-            notes = doc.get("notes", type=pycrdt.Text)
-            for update in updates:
-                doc.apply_update(bytes(update))
+            notes = _live_notes(session_id)
             last = bind.execute(
                 sa.text("SELECT max(ts) FROM events WHERE session_id = :s"), {"s": session_id}
             ).scalar()
-            text, ts = str(notes), ended_at or last or started_at
-        if text.strip():
-            bind.execute(
-                sa.insert(search_entries),
-                {
-                    "pair_id": pair_id,
-                    "session_id": session_id,
-                    "kind": "notes",
-                    "seq": None,
-                    "ref": None,
-                    "ts": ts,
-                    "text": text[:NOTES_INDEXED],
-                },
-            )
+            ts = last or started_at
+        if notes.strip():
+            entry = _entry(pair_id, session_id, "notes", None, ts, notes[:NOTES_INDEXED])
+            bind.execute(sa.insert(search_entries), entry)
+
+
+def _entry(
+    pair_id: str, session_id: str, kind: str, seq: int | None, ts: float, text: str
+) -> dict[str, Any]:
+    return {
+        "pair_id": pair_id,
+        "session_id": session_id,
+        "kind": kind,
+        "seq": seq,
+        "ref": None,
+        "ts": ts,
+        "text": text,
+    }
+
+
+def _live_notes(session_id: str) -> str:
+    """A live session's notes: its stored updates merged."""
+    updates = op.get_bind().execute(
+        sa.text("SELECT data FROM notes_updates WHERE session_id = :s ORDER BY id"),
+        {"s": session_id},
+    )
+    doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+    notes = doc.get("notes", type=pycrdt.Text)
+    for (update,) in updates:
+        doc.apply_update(bytes(update))
+    return str(notes)
 
 
 def downgrade() -> None:
