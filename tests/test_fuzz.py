@@ -36,6 +36,13 @@ def yjs_update(text: str) -> bytes:
     return doc.get_update()
 
 
+def other_root_update(root: str, text: str) -> bytes:
+    """A valid Yjs update that writes outside the ``notes`` text (refused: notes_rejected)."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.get(root or "x", type=pycrdt.Map)["k"] = text
+    return doc.get_update()
+
+
 plain_scalars = (
     st.none()
     | st.booleans()
@@ -67,6 +74,13 @@ texts = (
     st.text(min_size=1, max_size=40)
     | st.just("")
     | st.builds(lambda c, n: c * n, st.characters(), st.sampled_from([4000, 4001]))
+)
+owners = st.sampled_from(["mentor", "mentee", ""]) | st.text(max_size=8) | plain
+dues = (
+    st.none()
+    | st.dates().map(lambda d: d.isoformat())
+    | st.sampled_from(["2026-02-30", "tomorrow", "2026-1-1"])
+    | plain
 )
 signal_data = st.fixed_dictionaries(
     {"type": st.sampled_from(["offer", "answer", "candidate", "bye"]) | plain},
@@ -118,6 +132,30 @@ def frames(live: bool) -> st.SearchStrategy[dict[Any, Any]]:
         | st.fixed_dictionaries({"t": st.just("signal"), "data": good_signals})
         | st.fixed_dictionaries({"t": st.just("typing"), "on": st.booleans()})
         | typed("ping", {"id": ids})
+        | typed("notes", {"u": st.builds(other_root_update, st.text(max_size=6), st.text())})
+        | typed("goal", {"id": ids, "text": texts | plain})
+        | typed("item", {"id": ids, "text": texts | plain, "owner": owners, "due": dues})
+        | typed(
+            "item_update",
+            {
+                "id": ids,
+                "item": st.text(max_size=20) | plain,
+                "state": st.sampled_from(["open", "done", "dropped"]) | plain,
+                "text": texts | plain,
+                "owner": owners,
+                "due": dues,
+            },
+        )
+        | typed(
+            "mark",
+            {
+                "id": ids,
+                "kind": st.sampled_from(["learning", "feedback", "decision", "question"]) | plain,
+                "text": texts | plain,
+                "ref": st.none() | st.integers(-2, 40) | plain,
+            },
+        )
+        | typed("record", {"id": ids, "on": st.booleans() | plain})
         | typed("hello", {"token": st.text(max_size=20) | plain, "resume": plain})
         | (st.nothing() if live else typed("end", {"junk": plain}))
     )
