@@ -6,6 +6,8 @@
     python -m bench.run --scenarios S2 --rooms 100 --seconds 10     # smaller
     python -m bench.run --scenarios S5 --connections 1000
     python -m bench.run --profile S2         # py-spy record of the server during S2's window
+    python -m bench.run --scenarios J1       # issue 9: search, journey, welcome over 1.1 M chats
+    python -m bench.run --scenarios J1 --j1-db /tmp/j1.db   # keep J1's loaded file, reuse it
 
 Each scenario starts its server(s) fresh (rate limit off; SQLite in a temp folder, or Redis +
 a fresh PostgreSQL schema for S3), drives them with ``bench.loadgen`` in this process on one
@@ -14,6 +16,10 @@ the machine's cores: ``gen CPU%`` and ``machine busy%`` in the results say how m
 generator and everything else took. Redis: ``MENTEO_BENCH_REDIS_URL`` (default
 redis://127.0.0.1:6379/0); PostgreSQL: ``MENTEO_BENCH_PG_URL`` (default
 postgresql://postgres@127.0.0.1:5432/test). Scenarios whose service is missing are skipped.
+
+J1 (``bench/journey.py``) is of another kind: it loads a large SQLite file itself, then times
+single requests (search, journey, welcome) through one server; its own table is printed as it
+ends, and the harness's table gives one line for it.
 """
 
 from __future__ import annotations
@@ -218,9 +224,17 @@ def run_scenario(
     runner: asyncio.Runner,
     profile: dict[str, Any] | None,
     stamp: str,
+    j1_db: Path | None = None,
 ) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{sc.name}-")))
+        if sc.mode == "journey":
+            from bench.journey import run_journey
+
+            assert sc.journey is not None
+            if profile is not None:
+                print("   (no profile for J1: it times single requests)", flush=True)
+            return run_journey(sc.journey, runner, tmp, j1_db)
         servers: list[Server] = []
         stack.callback(lambda: [s.stop() for s in reversed(servers)])
         adapter: Adapter
@@ -321,6 +335,14 @@ def row(r: dict[str, Any]) -> list[str]:
     if "skipped" in r or "error" in r:
         note = ("skipped: " + r["skipped"]) if "skipped" in r else ("ERROR: " + r["error"])
         return [name, target, *["-"] * (len(COLUMNS) - 3), note]
+    if r.get("mode") == "journey":
+        from bench.journey import summary
+
+        note = summary(r)
+        if r.get("server_log_problems"):
+            note += f"; {r['server_log_problems']} errors in server log"
+        rss = r.get("server_rss_mib")
+        return [name, target, "1-2", *["-"] * 8, fmt(rss), "-", "-", note]
     f, a = r.get("fanout_ms") or {}, r.get("ack_ms") or {}
     notes = []
     if r.get("mode") == "idle":
@@ -481,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--no-uvloop", action="store_true", help="the generator on asyncio's loop")
     ap.add_argument(
+        "--j1-db",
+        type=Path,
+        help="J1: load into this file and keep it; reuse it if it holds a load of the same size",
+    )
+    ap.add_argument(
         "--out", type=Path, help="JSON output file (default bench/results/bench-<time>.json)"
     )
     args = ap.parse_args(argv)
@@ -534,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"-- {sc.name}: {sc.title} ({sc.connections} connections) ...", flush=True)
             try:
                 wanted = profile if sc.name.upper() in profiled else None
-                res = {**base, **run_scenario(sc, runner, wanted, stamp)}
+                res = {**base, **run_scenario(sc, runner, wanted, stamp, args.j1_db)}
             except Skip as exc:
                 res = {**base, "skipped": str(exc)}
             except Exception as exc:

@@ -1,4 +1,5 @@
-"""The scenarios of issue 5, and their tiny versions for ``--smoke``."""
+"""The scenarios of issue 5 (and J1, the journey at size of issue 9), and their tiny versions
+for ``--smoke``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,52 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class JourneySize:
+    """J1's sizes (issue 9): one big pair beside many small ones, and how much to measure."""
+
+    big_sessions: int = 200
+    big_chats: int = 500
+    other_pairs: int = 1000
+    other_sessions: int = 10
+    other_chats: int = 100
+    open_items: int = 100  # the big pair's open items at the end of the load
+    queries: int = 300
+    journeys: int = 10  # journey requests of each format
+    welcomes_warm: int = 200
+    welcomes_cold: int = 50
+    grace: float = 0.5  # MENTEO_SESSION_GRACE: how soon an empty room is dropped (cold joins)
+    seed: int = 9
+
+    @property
+    def chats(self) -> int:
+        return self.big_sessions * self.big_chats + (
+            self.other_pairs * self.other_sessions * self.other_chats
+        )
+
+
+JOURNEY_FULL = JourneySize()
+JOURNEY_SMOKE = JourneySize(
+    big_sessions=4,
+    big_chats=40,
+    other_pairs=20,
+    other_sessions=2,
+    other_chats=20,
+    open_items=10,
+    queries=25,
+    journeys=2,
+    welcomes_warm=5,
+    welcomes_cold=2,
+    grace=0.3,
+)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     target: str  # "menteo" | "socketio" (the peer) | "bare" (the ceiling)
     title: str
     rooms: int
-    mode: str = "rate"  # "rate" | "saturate" | "idle"
+    mode: str = "rate"  # "rate" | "saturate" | "idle" | "journey" (J1: bench/journey.py)
     rate: float = 1.0  # chats/s per client
     window: int = 10  # outstanding acks per client
     nodes: int = 1
@@ -20,6 +61,7 @@ class Scenario:
     warmup: float = 5.0
     seconds: float = 20.0
     drain: float = 10.0
+    journey: JourneySize | None = None  # J1's sizes (mode "journey")
 
     @property
     def connections(self) -> int:
@@ -52,11 +94,21 @@ FULL: list[Scenario] = [
         warmup=3.0,
         seconds=5.0,
     ),
+    Scenario(
+        "J1",
+        "menteo",
+        "journey at size: search, journey, welcome over 1.1 M chats, SQLite",
+        1,
+        mode="journey",
+        journey=JOURNEY_FULL,
+    ),
 ]
 
 
 def smoke(s: Scenario) -> Scenario:
     """A tiny version of ``s``: a few rooms for a couple of seconds."""
+    if s.mode == "journey":
+        return dataclasses.replace(s, journey=JOURNEY_SMOKE)
     rooms = 50 if s.mode == "idle" else 5
     return dataclasses.replace(
         s,

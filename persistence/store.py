@@ -115,6 +115,22 @@ class SessionSummary(NamedTuple):
 
 
 @dataclass(frozen=True)
+class RoomState:
+    """A live session's state as stored (see :meth:`Store.room_state`)."""
+
+    head: int
+    missing: list[int]  # seqs below head that hold no event
+    last_activity: float | None
+    presence: dict[str, tuple[str, int]]  # user -> (last state, its seq)
+    items: list[dict[str, Any]]  # the pair's items, any state, oldest first
+    notes: list[bytes]
+    goal: str | None
+    record: str
+    record_by: str | None
+    record_seq: int | None
+
+
+@dataclass(frozen=True)
 class StoredEvent:
     session_id: str
     seq: int
@@ -187,7 +203,8 @@ class Store:
             kwargs.update(
                 pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
             )
-        engine = create_async_engine(url, **kwargs)
+        # parameters (chat text, notes) never appear in SQLAlchemy's exception messages or logs
+        engine = create_async_engine(url, hide_parameters=True, **kwargs)
         if self.dialect == "sqlite":
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -371,6 +388,54 @@ class Store:
         )
         body = (await conn.execute(q)).scalar()
         return _unpack(body) if body is not None else None
+
+    async def room_state(self, pair_id: str, session_id: str) -> RoomState:
+        """Everything a node needs to build a live room, read on one connection."""
+        where = EVENTS.c.session_id == session_id
+        async with self.engine.connect() as conn:
+            head_, count, last = (
+                await conn.execute(
+                    select(func.max(EVENTS.c.seq), func.count(), func.max(EVENTS.c.ts)).where(where)
+                )
+            ).one()
+            head = int(head_ or 0)
+            missing: list[int] = []
+            if count < head:
+                stored = set((await conn.execute(select(EVENTS.c.seq).where(where))).scalars())
+                missing = [seq for seq in range(1, head + 1) if seq not in stored]
+            presence_q = (
+                select(EVENTS.c.user_id, EVENTS.c.body, EVENTS.c.seq)
+                .where(where, EVENTS.c.kind == "presence")
+                .order_by(EVENTS.c.seq)
+            )
+            presence = {
+                u: (msgpack.unpackb(b)["state"], int(seq))
+                for u, b, seq in (await conn.execute(presence_q)).all()
+            }
+            items_q = (
+                select(*(ITEMS.c[f] for f in ITEM_FIELDS))
+                .where(ITEMS.c.pair_id == pair_id)
+                .order_by(ITEMS.c.created_at, ITEMS.c.id)
+            )
+            items = [
+                dict(zip(ITEM_FIELDS, row, strict=True))
+                for row in (await conn.execute(items_q)).all()
+            ]
+            goal = await self._last_body(conn, session_id, "goal")
+            record = await self._last_body(conn, session_id, "record")
+            notes = await self._notes_updates(conn, session_id)
+        return RoomState(
+            head=head,
+            missing=missing,
+            last_activity=float(last) if last is not None else None,
+            presence=presence,
+            items=items,
+            notes=notes,
+            goal=(goal or {}).get("text") or None,
+            record=record["state"] if record else "on",
+            record_by=record["by"] if record else None,
+            record_seq=int(record["seq"]) if record else None,
+        )
 
     async def last_activity(self, session_id: str) -> float | None:
         q = select(func.max(EVENTS.c.ts)).where(EVENTS.c.session_id == session_id)

@@ -224,53 +224,50 @@ class Hub:
             pair.mentor_id: Member(pair.mentor_id, pair.mentor_name, "mentor"),
             pair.mentee_id: Member(pair.mentee_id, pair.mentee_name, "mentee"),
         }
-        grace = self.config.room.session_grace
-        session = await self.store.start_session(pair_id, self.clock())
-        held = {u: await self.broker.holder(pair_id, u) for u in members}
-        last = await self.store.last_activity(session.id) or session.started_at
-        if is_stale(self.clock(), last, grace, any(c is not None for c in held.values())):
-            await self.writer.write(EndSession(session.id, self.clock()))
-            session = await self.store.start_session(pair_id, self.clock())
         live = LiveRoom(pair_id, f"room:{pair_id}", joining=1)
         live.handler = lambda data: self._on_message(live, data)
         self.rooms[pair_id] = live
         try:
+            started = self.clock()
+            session = await self.store.start_session(pair_id, started)
             await self.broker.subscribe(live.channel, live.handler)
-            # head first: what is stored after it arrives on the channel, subscribed above
-            head = await self.store.head(session.id)
-            updates = await self.store.notes_updates(session.id)
-            presence = await self.store.presence_seqs(session.id)
-            missing = await self.store.missing_seqs(session.id, head)
-            items = await self.store.items(pair_id)
-            state = await self.store.session_state(session.id)
+            # read after subscribing: what is stored later arrives on the channel
+            state = await self.store.room_state(pair_id, session.id)
             # claims after presence: a join stored meanwhile has its claim taken before it
             held = {u: await self.broker.holder(pair_id, u) for u in members}
+            last = state.last_activity or session.started_at
+            connected = any(c is not None for c in held.values())
+            if session.started_at != started and is_stale(
+                self.clock(), last, self.config.room.session_grace, connected
+            ):
+                await self.writer.write(EndSession(session.id, self.clock()))
+                session = await self.store.start_session(pair_id, self.clock())
+                state = await self.store.room_state(pair_id, session.id)
         except BaseException:
             await self._drop(live)
             raise
-        cfg = self.config.room
         room = Room(
             pair_id,
             session.id,
             members,
             self.broker.node_id,
-            cfg,
-            head=head,
-            notes=Notes(updates),
-            present={u for u, (p, _) in presence.items() if p == "joined"},
-            joined={u: seq for u, (p, seq) in presence.items() if p == "joined"},
-            goal=state["goal"],
-            items={item["id"]: item for item in items},
-            record=state["record"],
-            record_by=state["record_by"],
-            record_seq=state["record_seq"],
+            self.config.room,
+            head=state.head,
+            notes=Notes(state.notes),
+            present={u for u, (p, _) in state.presence.items() if p == "joined"},
+            joined={u: seq for u, (p, seq) in state.presence.items() if p == "joined"},
+            goal=state.goal,
+            items={item["id"]: item for item in state.items},
+            record=state.record,
+            record_by=state.record_by,
+            record_seq=state.record_seq,
         )
         live.room = room
         now = self.clock()
         for data in live.early:
             self._on_message(live, data)
         live.early.clear()
-        await self._run(live, room.started(held, now, missing))
+        await self._run(live, room.started(held, now, state.missing))
         return live
 
     async def _drop(self, live: LiveRoom) -> None:

@@ -1056,3 +1056,41 @@ async def test_texts_with_nul_characters(store: Store) -> None:
     assert found(await store.search(pair.id, "nulbyte")) == [(sid, "chat", 1)]
     assert found(await store.search(pair.id, "fixed")) == [(sid, "item", 2)]
     assert (await store.session_state(sid))["goal"] == "goal\x00"
+
+
+async def test_room_state_reads_what_a_room_is_built_from(store: Store) -> None:
+    pair, sid = await new_session(store)
+    m, e = pair.mentor_id, pair.mentee_id
+    await store.write(
+        [
+            presence(sid, 1, m, "joined"),
+            presence(sid, 2, e, "joined"),
+            goal(sid, 3, m, "Ship it", ts=1001.0),
+            new_item(sid, 4, m, "Draft", owner=e, ts=1002.0),
+            record(sid, 6, e, "requested", ts=1003.0),
+            presence(sid, 7, e, "left", ts=1004.0),
+            StoredNotes(sid, edits("notes")[0]),
+        ]
+    )
+    state = await store.room_state(pair.id, sid)
+    assert (state.head, state.missing, state.last_activity) == (7, [5], 1004.0)
+    assert state.presence == await store.presence_seqs(sid) == {m: ("joined", 1), e: ("left", 7)}
+    assert state.items == await store.items(pair.id) and [i["text"] for i in state.items] == [
+        "Draft"
+    ]
+    assert state.notes == await store.notes_updates(sid)
+    assert (
+        {
+            "goal": state.goal,
+            "record": state.record,
+            "record_by": state.record_by,
+            "record_seq": state.record_seq,
+        }
+        == await store.session_state(sid)
+        == {
+            "goal": "Ship it",
+            "record": "requested",
+            "record_by": e,
+            "record_seq": 6,
+        }
+    )
