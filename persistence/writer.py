@@ -9,7 +9,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from persistence.store import Store, WriteOp
+from persistence.store import EndSession, Store, StoredEvent, WriteOp
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,10 @@ class Writer:
                     await self._isolate(batch, exc)
                     return
                 log.warning(
-                    "commit of %d writes failed (%r); retrying in %.2fs", len(batch), exc, delay
+                    "commit of %d writes failed (%s); retrying in %.2fs",
+                    len(batch),
+                    safe_error(exc),
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -158,7 +161,9 @@ class Writer:
             if fut.done():
                 continue
             if id(op) in refused:
-                log.error("write refused: %r already stored (seq or client id reused)", op)
+                log.error(
+                    "write refused: %s already stored (seq or client id reused)", describe(op)
+                )
                 fut.set_exception(WriteConflict("already stored"))
             else:
                 fut.set_result(None)
@@ -169,7 +174,7 @@ class Writer:
         """One bad write must not sink its batch: retry each alone, fail only the bad ones."""
         if len(batch) == 1:
             op, fut = batch[0]
-            log.error("write rejected by the store: %r (%s)", op, exc)
+            log.error("write rejected by the store: %s (%s)", describe(op), safe_error(exc))
             if not fut.done():
                 fut.set_exception(exc)
             return
@@ -182,3 +187,23 @@ def transient(exc: Exception) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def describe(op: WriteOp) -> str:
+    """A write for the logs: ids, seq and size, never what members wrote."""
+    if isinstance(op, StoredEvent):
+        return (
+            f"{op.kind} session={op.session_id} seq={op.seq} user={op.user_id} "
+            f"client_id={op.client_id!r} body={len(op.body)} bytes"
+        )
+    if isinstance(op, EndSession):
+        return f"end session={op.session_id}"
+    return f"notes update session={op.session_id} data={len(op.data)} bytes"
+
+
+def safe_error(exc: BaseException) -> str:
+    """An exception for the logs: its type and the driver's first line, without SQL parameters
+    (the engine hides them too) or anything past the first line."""
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -16,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from rooms.broker import MemoryBackbone
 from server import http
 from server.errors import http_exception, server_error
+from server.security import PendingSockets, SecurityHeaders
 from server.services import running
 from server.settings import Settings
 from server.ws import room_socket
@@ -72,8 +74,11 @@ def create_app(
         Mount("/static/dist", StaticFiles(directory=STATIC / "dist", check_dir=False)),
         Route("/static/style.css", asset("style.css", "text/css")),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={HTTPException: http_exception, Exception: server_error},
     )
+    app.state.pending = PendingSockets(settings.max_pending_per_address, settings.max_pending)
+    return app

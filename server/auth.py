@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import jwt
 
 DEFAULT_TTL = 12 * 3600
+LEEWAY = 30  # seconds of clock skew allowed on ``exp`` between the minting host and a node
 
 
 class TokenError(Exception):
@@ -18,6 +19,7 @@ class TokenError(Exception):
 class Claims:
     user_id: str
     room: str
+    exp: int = 0
 
 
 def mint(secret: str, user_id: str, room: str, ttl: int = DEFAULT_TTL) -> str:
@@ -31,6 +33,7 @@ def verify(secret: str, token: str) -> Claims:
             token,
             secret,
             algorithms=["HS256"],
+            leeway=LEEWAY,
             # the contract: claims other than sub/room/exp are ignored, not checked
             options={
                 "require": ["exp", "sub", "room"],
@@ -47,4 +50,5 @@ def verify(secret: str, token: str) -> Claims:
     sub, room = claims.get("sub"), claims.get("room")
     if not isinstance(sub, str) or not isinstance(room, str):
         raise TokenError("invalid token: 'sub' and 'room' must be strings")
-    return Claims(sub, room)
+    exp = claims["exp"]
+    return Claims(sub, room, int(exp) if isinstance(exp, int | float) else 0)

@@ -7,12 +7,14 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sys
 from typing import Any
 
 from persistence.store import Store
 from server.auth import DEFAULT_TTL, mint
 from server.pairs import check_name, create_pair, pair_json
+from server.security import is_loopback
 from server.settings import Settings
 
 
@@ -49,14 +51,17 @@ def serve(settings: Settings, host: str, port: int) -> None:
                     self._captured_signals.clear()
 
     from server.app import create_app
+    from server.security import SecurityHeaders
 
     config = uvicorn.Config(
-        create_app(settings),
+        # outermost too, so that even a 500 from Starlette's error middleware has the headers
+        SecurityHeaders(create_app(settings)),
         host=host,
         port=port,
         ws_max_size=settings.max_frame,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
+        limit_concurrency=settings.limit_concurrency or None,
         log_level="info",
     )
     Server(config).run()
@@ -65,7 +70,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 async def _new_pair(settings: Settings, mentor: str, mentee: str) -> dict[str, Any]:
     async with Store(settings.database_url) as store:
         pair = await create_pair(store, mentor, mentee)
-    return pair_json(pair, settings.secret)
+    return pair_json(pair, settings.secret, min(DEFAULT_TTL, settings.max_token_ttl))
 
 
 async def _token(settings: Settings, pair_id: str, user_id: str, ttl: int) -> str | None:
@@ -96,15 +101,46 @@ def main(argv: list[str] | None = None) -> int:
     p_token = sub.add_parser("token", help="mint a member's token")
     p_token.add_argument("--pair", required=True)
     p_token.add_argument("--user", required=True)
-    p_token.add_argument("--ttl", type=int, default=DEFAULT_TTL)
+    p_token.add_argument("--ttl", type=int, default=None, help=f"seconds (default {DEFAULT_TTL})")
     p_token.add_argument("--json", action="store_true")
     sub.add_parser("demo", help="create a pair and print each member's browser link")
     sub.add_parser("migrate", help="apply the database schema migrations (safe to repeat)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if (
+        args.command == "serve"
+        and not os.environ.get("MENTEO_SECRET")
+        and not is_loopback(args.host)
+    ):
+        # refuse before a development secret file is generated for a public listener
+        print(
+            f"error: MENTEO_SECRET is not set and the server listens on {args.host!r}, not on "
+            "loopback: a generated development secret is only for 127.0.0.1/localhost. Set "
+            "MENTEO_SECRET to at least 32 random bytes, the same on every node",
+            file=sys.stderr,
+        )
+        return 2
     settings = Settings.from_env()
 
     if args.command == "serve":
+        from server.security import serve_problems
+
+        problems = serve_problems(
+            secret=settings.secret,
+            secret_from_env=settings.secret_file is None,
+            admin_token=settings.admin_token,
+            host=args.host,
+        )
+        if problems:
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
+        if settings.secret_file is not None:
+            logging.getLogger("server.settings").warning(
+                "MENTEO_SECRET is not set: using the DEVELOPMENT secret kept in %s "
+                "(loopback only; set MENTEO_SECRET for anything else)",
+                settings.secret_file,
+            )
         serve(settings, args.host, args.port)
         return 0
     if args.command == "pair":
@@ -122,8 +158,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    token: {body[role]['token']}")
         return 0
     if args.command == "token":
+        if args.ttl is None:
+            args.ttl = min(DEFAULT_TTL, settings.max_token_ttl)
         if args.ttl < 1:
             print("error: --ttl must be positive", file=sys.stderr)
+            return 2
+        if args.ttl > settings.max_token_ttl:
+            print(
+                f"error: --ttl must be at most {settings.max_token_ttl} seconds "
+                "(MENTEO_MAX_TOKEN_TTL)",
+                file=sys.stderr,
+            )
             return 2
         token = asyncio.run(_token(settings, args.pair, args.user, args.ttl))
         if token is None:

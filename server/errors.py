@@ -13,6 +13,7 @@ CODES = {
     404: "not_found",
     405: "method_not_allowed",
     422: "invalid",
+    429: "too_many_requests",
     500: "internal",
     503: "unavailable",
 }

@@ -17,6 +17,7 @@ from server.errors import ApiError
 from server.journey import journey, journey_markdown
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.pairs import check_name, create_pair, pair_json
+from server.security import equal
 from server.services import Services
 from server.transcript import markdown, transcript
 
@@ -70,8 +71,16 @@ async def _check(part: str, ping: Callable[[], Awaitable[None]]) -> str:
         return "down"
 
 
+def operator(request: Request) -> None:
+    """With ``MENTEO_METRICS_TOKEN`` set, ``/readyz`` and ``/metrics`` need it as Bearer token."""
+    expected = services(request).settings.metrics_token
+    if expected and not equal(bearer(request), expected):
+        raise ApiError(401, "invalid metrics token")
+
+
 async def readyz(request: Request) -> Response:
     """200 when this node can serve (database and broker answer), else 503 naming what is down."""
+    operator(request)
     svc = services(request)
     database, broker = await asyncio.gather(
         _check("database", svc.store.ping), _check("broker", svc.broker.ping)
@@ -85,6 +94,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """This node's metrics in Prometheus' text format."""
+    operator(request)
     return Response(services(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
@@ -171,7 +181,7 @@ def admin(request: Request) -> None:
     expected = services(request).settings.admin_token
     if not expected:
         raise ApiError(401, "the admin API is disabled (MENTEO_ADMIN_TOKEN is not set)")
-    if bearer(request) != expected:
+    if not equal(bearer(request), expected):
         raise ApiError(401, "invalid admin token")
 
 
@@ -203,11 +213,16 @@ async def post_token(request: Request) -> Response:
     admin(request)
     svc = services(request)
     body = await json_body(request)
-    user_id, ttl = body.get("user_id"), body.get("ttl", DEFAULT_TTL)
+    longest = svc.settings.max_token_ttl
+    user_id, ttl = body.get("user_id"), body.get("ttl", min(DEFAULT_TTL, longest))
     if not isinstance(user_id, str) or not user_id:
         raise ApiError(422, "'user_id' must be a string")
-    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 30 * 86400:
-        raise ApiError(422, "'ttl' must be an integer number of seconds (1-2592000)")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= longest:
+        raise ApiError(
+            422,
+            f"'ttl' must be an integer number of seconds (1-{longest}; "
+            "the longest is MENTEO_MAX_TOKEN_TTL)",
+        )
     pair = await svc.store.get_pair(request.path_params["pair_id"])
     if pair is None:
         raise ApiError(404, "no such pair")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from persistence.store import Store
@@ -16,6 +17,10 @@ from server.auth import verify
 from server.metrics import PrometheusMetrics
 from server.settings import Settings
 from signaling.ice import ice_servers
+
+# the ``exp`` of the token the current hello carried: the hub verifies the token and asks for
+# the ICE servers in the same task, so the TURN credential can end when the token does
+TOKEN_EXP: ContextVar[float | None] = ContextVar("TOKEN_EXP", default=None)
 
 
 @dataclass
@@ -48,6 +53,7 @@ async def running(
 
         def check(token: str) -> tuple[str, str]:
             claims = verify(settings.secret, token)
+            TOKEN_EXP.set(claims.exp or None)
             return claims.user_id, claims.room
 
         hub = await stack.enter_async_context(
@@ -62,6 +68,7 @@ async def running(
                     stun_urls=settings.stun_urls,
                     turn_urls=settings.turn_urls,
                     turn_secret=settings.turn_secret,
+                    expires=TOKEN_EXP.get(),
                 ),
                 config=HubConfig(
                     send_queue=settings.send_queue,

@@ -24,9 +24,13 @@ def local_secret(folder: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     value = secrets.token_urlsafe(32)
-    path.write_text(value + "\n")
-    path.chmod(0o600)
-    log.warning("MENTEO_SECRET is not set; using a generated secret kept in %s", path)
+    try:  # owner-only from the start: never briefly readable by others
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    log.warning("MENTEO_SECRET is not set; generated a development secret in %s", path)
     return value
 
 
@@ -53,6 +57,13 @@ class Settings:
     turn_urls: list[str] = field(default_factory=list)
     turn_secret: str | None = None
     public_url: str = "http://127.0.0.1:8000"
+    # where the generated development secret is kept, when MENTEO_SECRET is not set
+    secret_file: str | None = None
+    max_token_ttl: int = 7 * 86400
+    metrics_token: str | None = None
+    max_pending_per_address: int = 100
+    max_pending: int = 2000
+    limit_concurrency: int = 20000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, folder: Path | None = None) -> Settings:
@@ -74,6 +85,7 @@ class Settings:
             redis_prefix=env.get("MENTEO_REDIS_PREFIX", "menteo:"),
             node_ttl=num("MENTEO_NODE_TTL", 10.0),
             secret=env.get("MENTEO_SECRET") or local_secret(folder),
+            secret_file=None if env.get("MENTEO_SECRET") else str(folder / SECRET_FILE),
             admin_token=env.get("MENTEO_ADMIN_TOKEN") or None,
             allowed_origins=_list(env.get("MENTEO_ALLOWED_ORIGINS")),
             max_frame=int(num("MENTEO_MAX_FRAME", 256 * 1024)),
@@ -90,4 +102,9 @@ class Settings:
             turn_urls=_list(env.get("MENTEO_TURN_URLS")),
             turn_secret=env.get("MENTEO_TURN_SECRET") or None,
             public_url=(env.get("MENTEO_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            max_token_ttl=int(num("MENTEO_MAX_TOKEN_TTL", 7 * 86400)),
+            metrics_token=env.get("MENTEO_METRICS_TOKEN") or None,
+            max_pending_per_address=int(num("MENTEO_MAX_PENDING_PER_ADDRESS", 100)),
+            max_pending=int(num("MENTEO_MAX_PENDING", 2000)),
+            limit_concurrency=int(num("MENTEO_LIMIT_CONCURRENCY", 20000)),
         )

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from rooms.codec import SUBPROTOCOLS, decode
 from rooms.errors import Close, FatalError, ProtocolError, Unavailable
 from server.errors import error_response
+from server.security import PendingSockets
 from server.services import Services
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,14 @@ async def deny(websocket: WebSocket, response: Response) -> None:
         await websocket.close(1008)
 
 
+async def first_message(websocket: WebSocket, wait: float) -> Mapping[str, Any] | None:
+    """The first message after accept (the hello, or a disconnect); None after ``wait`` seconds."""
+    try:
+        return await asyncio.wait_for(websocket.receive(), wait)
+    except TimeoutError:
+        return None
+
+
 async def room_socket(websocket: WebSocket) -> None:
     svc: Services = websocket.app.state.services
     settings = svc.settings
@@ -75,18 +84,31 @@ async def room_socket(websocket: WebSocket) -> None:
         )
         return
     fmt = SUBPROTOCOLS[chosen]
-    await websocket.accept(subprotocol=chosen)
+    pending: PendingSockets = websocket.app.state.pending
+    address = websocket.client.host if websocket.client else "?"
+    if not pending.enter(address):
+        await deny(
+            websocket,
+            error_response(
+                429, "too many connections waiting for their hello; retry later", "too_many_pending"
+            ),
+        )
+        return
+    try:
+        await websocket.accept(subprotocol=chosen)
+        hello_msg = await first_message(websocket, settings.hello_timeout)
+    finally:
+        pending.leave(address)  # said hello, went silent too long, or left
     transport = StarletteTransport(websocket)
 
     async def refuse(code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await transport.close(code, reason)
 
-    try:
-        msg = await asyncio.wait_for(websocket.receive(), settings.hello_timeout)
-    except TimeoutError:
+    if hello_msg is None:
         await refuse(Close.UNAUTHORIZED, "no hello in time")
         return
+    msg = hello_msg
     if msg["type"] == "websocket.disconnect":
         return
     data = payload(msg)

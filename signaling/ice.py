@@ -26,7 +26,12 @@ def ice_servers(
     turn_urls: list[str],
     turn_secret: str | None,
     ttl: int = 86400,
+    expires: float | None = None,
 ) -> list[dict[str, Any]]:
+    """STUN and TURN entries; the TURN credential ends at ``expires`` (the room token's
+    ``exp``) when given, else ``ttl`` seconds from ``now``."""
+    if expires is not None:
+        ttl = max(0, int(expires) - int(now))
     servers: list[dict[str, Any]] = []
     if stun_urls:
         servers.append({"urls": list(stun_urls)})

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ ARGS = [
     "--disable-sync",
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
+    # A page fulfilled by Playwright (to add the CSP header, below) counts as public to Chromium,
+    # which would then refuse its WebSocket to the loopback server.
+    "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessChecks",
 ]
 # Records every RTCPeerConnection the page makes, so a test can read its getStats().
 TRACK_PEERS = """
@@ -33,6 +37,19 @@ TRACK_PEERS = """
     constructor(...args) { super(...args); window.__pcs.push(this); }
   };
 })();
+"""
+# The policy the pages are served with (issue 10, item 5). Every browser test runs under it (the
+# header is added to each page here too, so the client is held to it whatever the server sends),
+# and the room fixture checks that nothing on the page was blocked.
+CSP = (
+    "default-src 'self'; connect-src 'self'; frame-ancestors 'none'; object-src 'none'; "
+    "base-uri 'none'"
+)
+WATCH_CSP = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__csp.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`);
+});
 """
 SHOTS = ROOT / "docs" / "screenshots"
 BUNDLE = ROOT / "static" / "dist"
@@ -80,8 +97,28 @@ class Member:
         await self.tid("chat-input").press("Enter")
 
 
+async def enforce_csp(context: BrowserContext) -> None:
+    """Serve every page of this context with the Content-Security-Policy; record violations."""
+
+    async def add_header(route: Any) -> None:
+        if route.request.resource_type != "document":
+            await route.continue_()
+            return
+        response = await route.fetch()
+        headers = {**response.headers, "content-security-policy": CSP}
+        await route.fulfill(response=response, headers=headers)
+
+    await context.route("**/*", add_header)
+    await context.add_init_script(WATCH_CSP)
+
+
+async def csp_violations(page: Page) -> list[str]:
+    return list(await page.evaluate("window.__csp || []"))
+
+
 async def open_member(browser: Browser, server: ServerProcess, pair_id: str, token: str) -> Member:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    await enforce_csp(context)
     await context.add_init_script(TRACK_PEERS)
     await context.grant_permissions(["camera", "microphone"], origin=server.http)
     page = await context.new_page()
@@ -102,6 +139,9 @@ async def room(
     yield pair, mentor, mentee
     assert not mentor.errors, mentor.errors
     assert not mentee.errors, mentee.errors
+    for m in (mentor, mentee):
+        if not m.page.is_closed():
+            assert await csp_violations(m.page) == [], m.page.url
     await mentor.context.close()
     await mentee.context.close()
 
@@ -475,3 +515,125 @@ async def test_off_the_record_by_consent_and_absent_from_review(
     await search_for(page, "Back", expect_results=True)
     results = await search_for(page, "manager", expect_results=False)
     await expect(results).to_have_count(0)
+
+
+# ---- hardening (issue 10): the token leaves the URL, a safe notes renderer, no inline code ------
+
+
+def no_token(url: str) -> bool:
+    return "token" not in url
+
+
+async def test_token_leaves_the_address_bar_and_reload_still_joins(
+    room: tuple[Pair, Member, Member], server: ServerProcess
+) -> None:
+    pair, mentor, mentee = room
+    for m in (mentor, mentee):
+        assert no_token(m.page.url), m.page.url
+        assert no_token(await m.page.evaluate("location.href"))
+        # The page still works under the policy: CodeMirror's styles (adopted, not inline) apply.
+        white_space = await m.tid("notes-editor").evaluate("(e) => getComputedStyle(e).whiteSpace")
+        assert white_space != "normal", white_space
+        await expect(m.page.locator("#bundle-missing")).to_have_count(0)
+    await mentee.page.reload()
+    await mentee.live()
+    assert no_token(mentee.page.url)
+    await mentee.say("back without a token in the URL")
+    await expect(messages(mentor, "back without a token in the URL")).to_have_count(1)
+    await expect(messages(mentee, "back without a token in the URL")).to_have_attribute(
+        "data-status", "delivered"
+    )
+
+    # The review pages: opened from the room's link (the token rides in its fragment), each
+    # strips it, and each still loads after a reload.
+    page = mentee.page
+    review = await page.locator("#review-link").get_attribute("href")
+    assert review and "#token=" in review
+    await page.goto(f"{server.http}{review}")
+    await expect(page.get_by_test_id("session-item").first).to_be_visible()
+    assert no_token(page.url), page.url
+    await page.reload()
+    await expect(page.get_by_test_id("session-item").first).to_be_visible()
+    journey = await page.get_by_test_id("journey-link").get_attribute("href")
+    await page.get_by_test_id("session-item").first.click()
+    await expect(
+        page.get_by_test_id("transcript-event").filter(has_text="back without a token")
+    ).to_have_count(1)
+    assert no_token(page.url), page.url
+    await page.reload()
+    await expect(
+        page.get_by_test_id("transcript-event").filter(has_text="back without a token")
+    ).to_have_count(1)
+    assert journey and "#token=" in journey
+    await page.goto(f"{server.http}{journey}")
+    await expect(page.locator("body")).to_have_attribute("data-state", "ready")
+    assert no_token(page.url), page.url
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-state", "ready")
+    # Back to the room without a token in the URL: this tab kept it.
+    await page.goto(f"{server.http}/rooms/{pair.id}")
+    await mentee.live()
+    assert await csp_violations(page) == []
+
+
+PATHOLOGICAL_NOTES = "\n".join(
+    [
+        "`" * 8000 + "a",
+        "*" * 4000 + "b",
+        "_" * 4000 + "c",
+        "[" * 4000 + "d",
+        "](" * 4000 + "e",
+        "<img src=x onerror=alert(1)> [x](javascript:alert(1))",
+        "the end of the pathological notes",
+    ]
+)
+
+
+async def test_pathological_notes_line_keeps_the_review_page_quick(
+    room: tuple[Pair, Member, Member], server: ServerProcess
+) -> None:
+    pair, mentor, mentee = room
+    await mentor.page.evaluate(
+        "(text) => window.menteo.notes.view.dispatch({changes: {from: 0, insert: text}})",
+        PATHOLOGICAL_NOTES,
+    )
+    # The editor draws only what is in view: ask the shared document itself.
+    await mentee.page.wait_for_function(
+        "(t) => window.menteo.notes.ytext.toString().includes(t)",
+        arg="the end of the pathological notes",
+    )
+    sid = await session_id_of(mentor)
+    await mentor.tid("end-session").click()
+    await mentor.tid("confirm-end").click()
+    await expect(mentor.tid("connection-state")).to_have_attribute("data-state", "ended")
+
+    page = mentor.page
+    started = time.monotonic()
+    await page.goto(f"{server.http}/sessions/{sid}#token={pair.mentor_token}")
+    notes = page.get_by_test_id("transcript-notes")
+    await expect(notes).to_contain_text("the end of the pathological notes", timeout=5_000)
+    await expect(page.locator("body")).to_have_attribute("data-state", "ready")
+    took = time.monotonic() - started
+    assert took < 5, f"the review page took {took:.1f} s"
+    # Nothing of it became markup: no image, no javascript: link.
+    assert await notes.locator("img").count() == 0
+    assert await notes.locator("a[href^='javascript']").count() == 0
+    await expect(notes).to_contain_text("<img src=x onerror=alert(1)>")
+    # The page is not stuck: it still answers quickly.
+    start = await page.evaluate("performance.now()")
+    end = await page.evaluate("performance.now()")
+    assert end - start < 1_000
+
+
+async def test_bundle_missing_banner_without_inline_script(
+    browser: Browser, server: ServerProcess
+) -> None:
+    pair = server.pair("Ada Mentor", "Grace Mentee")
+    context = await browser.new_context()
+    await enforce_csp(context)
+    await context.route("**/static/dist/review.js", lambda route: route.fulfill(status=404))
+    page = await context.new_page()
+    await page.goto(f"{server.http}/rooms/{pair.id}/sessions#token={pair.mentor_token}")
+    await expect(page.locator("#bundle-missing")).to_be_visible()
+    assert await csp_violations(page) == []
+    await context.close()

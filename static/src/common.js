@@ -1,4 +1,11 @@
 // Small helpers shared by the pages: DOM, formatting, the HTTP API, a safe Markdown renderer.
+import { parseInline, parseMarkdown } from "./markdown.js";
+
+/** The page's script runs: take down the "script is missing" banner the HTML starts with. */
+export function bundleLoaded() {
+  const banner = document.getElementById("bundle-missing");
+  if (banner) banner.remove();
+}
 
 export function $(selector, root = document) {
   const el = root.querySelector(selector);
@@ -140,117 +147,53 @@ export function showFatal(message) {
 }
 
 // ---- a small, safe Markdown renderer -----------------------------------------------------
-// Headings, paragraphs, lists, block quotes, fenced code, rules; inline code, bold, italic and
-// http(s)/mailto links. Everything becomes DOM nodes with text content: no HTML is parsed.
+// The parser (./markdown.js) is linear on any input; here its tokens become DOM nodes with text
+// content: no HTML is parsed, links are absolute http(s)/mailto only.
 
-function safeHref(url) {
-  try {
-    const u = new URL(url, window.location.href);
-    return ["http:", "https:", "mailto:"].includes(u.protocol) ? u.href : null;
-  } catch {
-    return null;
-  }
+function inlineNodes(tokens) {
+  return tokens.map((t) => {
+    if (t.type === "code") return h("code", {}, t.text);
+    if (t.type === "strong") return h("strong", {}, inlineNodes(t.children));
+    if (t.type === "em") return h("em", {}, inlineNodes(t.children));
+    if (t.type === "link") return h("a", { href: t.href, rel: "noopener noreferrer", target: "_blank" }, t.text);
+    return t.text;
+  });
 }
 
-const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([^*]+?)\*\*|__([^_]+?)__|\*([^*\s][^*]*?)\*|_([^_\s][^_]*?)_|\[([^\]]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])/g;
-
 export function renderInline(text) {
-  const out = [];
-  let last = 0;
-  for (const m of text.matchAll(INLINE)) {
-    if (m.index > last) out.push(text.slice(last, m.index));
-    if (m[1]) out.push(h("code", {}, m[2]));
-    else if (m[3] || m[4]) out.push(h("strong", {}, renderInline(m[3] || m[4])));
-    else if (m[5] || m[6]) out.push(h("em", {}, renderInline(m[5] || m[6])));
-    else if (m[7]) {
-      const href = safeHref(m[8]);
-      out.push(href ? h("a", { href, rel: "noopener noreferrer", target: "_blank" }, m[7]) : m[0]);
-    } else if (m[9]) {
-      const href = safeHref(m[9]);
-      out.push(href ? h("a", { href, rel: "noopener noreferrer", target: "_blank" }, m[9]) : m[9]);
+  return inlineNodes(parseInline(text));
+}
+
+function blockNodes(blocks) {
+  return blocks.map((b) => {
+    // Notes headings sit under the page's own headings: start at h3.
+    if (b.type === "heading") return h(`h${Math.min(6, b.level + 2)}`, {}, inlineNodes(b.children));
+    if (b.type === "code") return h("pre", {}, h("code", {}, b.text));
+    if (b.type === "rule") return h("hr");
+    if (b.type === "quote") return h("blockquote", {}, blockNodes(b.children));
+    if (b.type === "list") {
+      return h(
+        b.ordered ? "ol" : "ul",
+        {},
+        b.items.map((item) => {
+          if (item.task === null) return h("li", {}, inlineNodes(item.children));
+          const box = h("input", { type: "checkbox", disabled: true, "aria-label": "task" });
+          box.checked = item.task;
+          return h("li", { class: "task" }, box, " ", inlineNodes(item.children));
+        }),
+      );
     }
-    last = m.index + m[0].length;
-  }
-  if (last < text.length) out.push(text.slice(last));
-  return out;
+    const p = h("p");
+    b.lines.forEach((line, n) => {
+      if (n) p.append(h("br"));
+      p.append(...inlineNodes(line));
+    });
+    return p;
+  });
 }
 
 export function renderMarkdown(source) {
   const root = document.createDocumentFragment();
-  const lines = source.replace(/\r\n?/g, "\n").split("\n");
-  let i = 0;
-  const isList = (l) => /^\s*([-*+]|\d+[.)])\s+/.test(l);
-  const isBlockStart = (l) =>
-    /^\s*(#{1,6}\s|```|~~~|>|([-*_])\s*\2\s*\2[\s\-*_]*$)/.test(l) || isList(l);
-  while (i < lines.length) {
-    const line = lines[i];
-    if (!line.trim()) {
-      i++;
-      continue;
-    }
-    const fence = line.match(/^\s*(```|~~~)/);
-    if (fence) {
-      const body = [];
-      i++;
-      while (i < lines.length && !lines[i].trim().startsWith(fence[1])) body.push(lines[i++]);
-      i++;
-      root.append(h("pre", {}, h("code", {}, body.join("\n"))));
-      continue;
-    }
-    const heading = line.match(/^\s*(#{1,6})\s+(.*?)\s*#*\s*$/);
-    if (heading) {
-      // Notes headings sit under the page's own headings: start at h3.
-      const level = Math.min(6, heading[1].length + 2);
-      root.append(h(`h${level}`, {}, renderInline(heading[2])));
-      i++;
-      continue;
-    }
-    if (/^\s*([-*_])\s*\1\s*\1[\s\-*_]*$/.test(line)) {
-      root.append(h("hr"));
-      i++;
-      continue;
-    }
-    if (/^\s*>/.test(line)) {
-      const body = [];
-      while (i < lines.length && /^\s*>/.test(lines[i])) body.push(lines[i++].replace(/^\s*>\s?/, ""));
-      const quote = h("blockquote");
-      quote.append(renderMarkdown(body.join("\n")));
-      root.append(quote);
-      continue;
-    }
-    if (isList(line)) {
-      const ordered = /^\s*\d+[.)]/.test(line);
-      const list = h(ordered ? "ol" : "ul");
-      while (i < lines.length && isList(lines[i])) {
-        let item = lines[i].replace(/^\s*([-*+]|\d+[.)])\s+/, "");
-        i++;
-        // Continuation lines (indented, not a new item).
-        while (i < lines.length && lines[i].trim() && /^\s{2,}/.test(lines[i]) && !isList(lines[i])) {
-          item += ` ${lines[i].trim()}`;
-          i++;
-        }
-        const task = item.match(/^\[([ xX])\]\s+(.*)$/);
-        if (task) {
-          const box = h("input", { type: "checkbox", disabled: true, "aria-label": "task" });
-          box.checked = task[1] !== " ";
-          list.append(h("li", { class: "task" }, box, " ", renderInline(task[2])));
-        } else {
-          list.append(h("li", {}, renderInline(item)));
-        }
-      }
-      root.append(list);
-      continue;
-    }
-    const para = [];
-    while (i < lines.length && lines[i].trim() && (para.length === 0 || !isBlockStart(lines[i]))) {
-      para.push(lines[i++].trim());
-    }
-    const p = h("p");
-    para.forEach((text, n) => {
-      if (n) p.append(h("br"));
-      p.append(...renderInline(text));
-    });
-    root.append(p);
-  }
+  root.append(...blockNodes(parseMarkdown(source)));
   return root;
 }

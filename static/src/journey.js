@@ -5,6 +5,7 @@ import {
   $,
   apiErrorText,
   apiGet,
+  bundleLoaded,
   downloadBlob,
   formatDate,
   formatDateTime,
@@ -15,10 +16,11 @@ import {
   showFatal,
 } from "./common.js";
 import { dueText, historyText } from "./describe.js";
-import { tokenFromFragment } from "./protocol.js";
+import { takeToken } from "./protocol.js";
 
-const token = tokenFromFragment();
+bundleLoaded();
 const pairId = decodeURIComponent(window.location.pathname.split("/")[2] || "");
+const token = pairId ? takeToken(`pair:${pairId}`) : "";
 const STATES = [
   ["open", "Open"],
   ["done", "Done"],

@@ -57,7 +57,7 @@ const notesHighlight = HighlightStyle.define([
 ]);
 
 const editorTheme = EditorView.theme({
-  "&": { height: "100%", fontSize: "15px", backgroundColor: "transparent" },
+  "&": { height: "100%", flex: "1", minHeight: "0", fontSize: "15px", backgroundColor: "transparent" },
   "&.cm-focused": { outline: "none" },
   ".cm-scroller": {
     fontFamily: "var(--font-mono)",
@@ -76,6 +76,10 @@ export class Notes {
    */
   constructor({ parent, status = null, client, storage, onLine = null }) {
     this.parent = parent;
+    // The editor lives in a shadow root: CodeMirror then puts its styles in a constructed
+    // (adopted) style sheet, which a Content-Security-Policy without 'unsafe-inline' allows,
+    // instead of a <style> element, which it blocks.
+    this.root = parent.shadowRoot || (parent.attachShadow ? parent.attachShadow({ mode: "open" }) : parent);
     this.onLine = onLine; // (text of the line the cursor is on) => void
     this.statusEl = status;
     this.client = client;
@@ -151,7 +155,7 @@ export class Notes {
         remoteCursors(ytext, awareness),
       ],
     });
-    this.view = new EditorView({ state, parent: this.parent });
+    this.view = new EditorView({ state, parent: this.root });
     this._markEmpty(state.doc.length === 0);
     this.doc = doc;
     this.sync = sync;
@@ -192,7 +196,7 @@ export class Notes {
     if (this.awareness) this.awareness.destroy();
     if (this.doc) this.doc.destroy();
     this.view = this.awareness = this.doc = this.sync = null;
-    this.parent.replaceChildren();
+    this.root.replaceChildren();
     this._showStatus({ state: "ok", message: "" });
   }
 

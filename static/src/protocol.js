@@ -48,6 +48,38 @@ export function tokenFromFragment(hash = window.location.hash) {
   return params.get("token") || "";
 }
 
+/**
+ * The member's token for this page. A link brings it in the fragment (#token=…): it is kept in
+ * sessionStorage under `key` (this tab only, it survives reloads) and taken out of the address
+ * bar and the history entry at once (history.replaceState), where a shared screen would show it.
+ * Without a token in the fragment, the kept one is used (a reload, a reconnect).
+ */
+export function takeToken(key, loc = window.location) {
+  const storageKey = `menteo.token.${key}`;
+  const params = new URLSearchParams(loc.hash.replace(/^#/, ""));
+  const fromLink = params.get("token") || "";
+  if (fromLink) {
+    try {
+      window.sessionStorage.setItem(storageKey, fromLink);
+    } catch {
+      /* storage disabled: the token still works for this page view */
+    }
+    params.delete("token");
+    const rest = params.toString().replace(/=(?=&|$)/g, "");
+    try {
+      window.history.replaceState(window.history.state, "", `${loc.pathname}${loc.search}${rest ? `#${rest}` : ""}`);
+    } catch {
+      /* not allowed (sandboxed): the page still works */
+    }
+    return fromLink;
+  }
+  try {
+    return window.sessionStorage.getItem(storageKey) || "";
+  } catch {
+    return "";
+  }
+}
+
 export function wsUrl(pairId) {
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${window.location.host}/ws/rooms/${encodeURIComponent(pairId)}`;

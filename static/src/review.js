@@ -3,6 +3,7 @@
 import {
   $,
   anchorFromFragment,
+  bundleLoaded,
   apiErrorText,
   apiGet,
   downloadBlob,
@@ -21,11 +22,13 @@ import {
   recordStretches,
   stretchText,
 } from "./describe.js";
-import { tokenFromFragment } from "./protocol.js";
+import { takeToken } from "./protocol.js";
 import { SearchView } from "./search-view.js";
 
-const token = tokenFromFragment();
+bundleLoaded();
 const parts = window.location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+// /rooms/{pair_id}/sessions keeps the token per pair, /sessions/{session_id} per session.
+const token = parts[1] ? takeToken(parts[0] === "rooms" ? `pair:${parts[1]}` : `session:${parts[1]}`) : "";
 
 function done() {
   document.body.dataset.state = "ready";

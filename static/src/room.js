@@ -1,12 +1,12 @@
 // The room page: wires the wire client, the chat, the notes, the call and the session's goal,
 // action items, key moments and recording state to the DOM.
 import { Call } from "./call.js";
-import { $, apiGet, formatTime, fragmentWithToken, h, roleLabel } from "./common.js";
+import { $, apiGet, bundleLoaded, formatTime, fragmentWithToken, h, roleLabel } from "./common.js";
 import { GoalView } from "./goal-view.js";
 import { ItemsView } from "./items-view.js";
 import { MarksView, closePicker, markButton, markFrame } from "./marks-view.js";
 import { Notes } from "./notes.js";
-import { RoomClient, pageStorage, tokenFromFragment } from "./protocol.js";
+import { RoomClient, pageStorage, takeToken } from "./protocol.js";
 import { RecordView } from "./record-view.js";
 import { MAX_ITEM, SessionModel, truncate } from "./session-model.js";
 import { parseTaskLine } from "./task-line.js";
@@ -15,7 +15,8 @@ const TYPING_IDLE_MS = 2500; // stop "typing" after this long without a keystrok
 const TYPING_SHOW_MAX_MS = 8000; // hide the other's indicator if no "off" comes
 
 const pairId = decodeURIComponent(window.location.pathname.split("/")[2] || "");
-const token = tokenFromFragment();
+bundleLoaded();
+const token = pairId ? takeToken(`pair:${pairId}`) : "";
 
 const el = {
   body: document.body,
@@ -936,7 +937,7 @@ function boot() {
   client.start();
 }
 
-// For tests and diagnostics (no secrets: the token is already in the page's URL).
+// For tests and diagnostics (the client holds the token, as this tab's sessionStorage does).
 window.menteo = { client, call, notes, model, callStats: () => call.stats() };
 
 boot();
