@@ -197,3 +197,24 @@ export function renderMarkdown(source) {
   root.append(...blockNodes(parseMarkdown(source)));
   return root;
 }
+
+/** Wire the page's #download button to fetch `path` as Markdown and save it as `filename`. */
+export function wireMarkdownDownload(path, token, filename) {
+  const download = $("#download");
+  download.disabled = false;
+  download.addEventListener("click", async () => {
+    download.disabled = true;
+    const status = $("#download-status");
+    try {
+      downloadBlob(await apiGet(path, token, { as: "blob" }), filename());
+      status.textContent = "The Markdown file was downloaded.";
+    } catch (err) {
+      status.textContent = "";
+      const box = $("#error");
+      box.textContent = `The download failed: ${apiErrorText(err)}`;
+      box.hidden = false;
+    } finally {
+      download.disabled = false;
+    }
+  });
+}

@@ -6,7 +6,6 @@ import {
   apiErrorText,
   apiGet,
   bundleLoaded,
-  downloadBlob,
   formatDate,
   formatDateTime,
   formatDuration,
@@ -14,6 +13,7 @@ import {
   h,
   roleLabel,
   showFatal,
+  wireMarkdownDownload,
 } from "./common.js";
 import { dueText, historyText } from "./describe.js";
 import { takeToken } from "./protocol.js";
@@ -165,25 +165,11 @@ async function main() {
   $("#items-count").textContent = `${open} open of ${items.length}`;
   $("#journey").hidden = false;
 
-  const download = $("#download");
-  download.disabled = false;
-  download.addEventListener("click", async () => {
-    download.disabled = true;
-    const status = $("#download-status");
-    try {
-      const blob = await apiGet(`/api/rooms/${encodeURIComponent(pairId)}/journey?format=md`, token, { as: "blob" });
-      const day = new Date().toISOString().slice(0, 10);
-      downloadBlob(blob, `menteo-journey-${day}-${pairId.slice(0, 8)}.md`);
-      status.textContent = "The Markdown file was downloaded.";
-    } catch (err) {
-      status.textContent = "";
-      const box = $("#error");
-      box.textContent = `The download failed: ${apiErrorText(err)}`;
-      box.hidden = false;
-    } finally {
-      download.disabled = false;
-    }
-  });
+  wireMarkdownDownload(
+    `/api/rooms/${encodeURIComponent(pairId)}/journey?format=md`,
+    token,
+    () => `menteo-journey-${new Date().toISOString().slice(0, 10)}-${pairId.slice(0, 8)}.md`,
+  );
   document.body.dataset.state = "ready";
   $("#loading").hidden = true;
 }

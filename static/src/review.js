@@ -6,7 +6,6 @@ import {
   bundleLoaded,
   apiErrorText,
   apiGet,
-  downloadBlob,
   formatDateTime,
   formatDuration,
   formatTime,
@@ -15,6 +14,7 @@ import {
   renderMarkdown,
   roleLabel,
   showFatal,
+  wireMarkdownDownload,
 } from "./common.js";
 import {
   itemCreatedText,
@@ -199,29 +199,12 @@ async function sessionPage() {
   $("#transcript").hidden = false;
   openAt(anchorFromFragment());
 
-  const download = $("#download");
-  download.disabled = false;
-  download.addEventListener("click", async () => {
-    download.disabled = true;
-    const status = $("#download-status");
-    try {
-      const blob = await apiGet(
-        `/api/sessions/${encodeURIComponent(sessionId)}/transcript?format=md`,
-        token,
-        { as: "blob" },
-      );
-      const day = new Date(session.started_at * 1000).toISOString().slice(0, 10);
-      downloadBlob(blob, `menteo-session-${day}-${sessionId.slice(0, 8)}.md`);
-      status.textContent = "The Markdown file was downloaded.";
-    } catch (err) {
-      status.textContent = "";
-      const box = $("#error");
-      box.textContent = `The download failed: ${apiErrorText(err)}`;
-      box.hidden = false;
-    } finally {
-      download.disabled = false;
-    }
-  });
+  const day = new Date(session.started_at * 1000).toISOString().slice(0, 10);
+  wireMarkdownDownload(
+    `/api/sessions/${encodeURIComponent(sessionId)}/transcript?format=md`,
+    token,
+    () => `menteo-session-${day}-${sessionId.slice(0, 8)}.md`,
+  );
   done();
 }
 
