@@ -247,7 +247,7 @@ async def test_a_dead_nodes_claims_read_as_free(prefix: str, admin: Redis) -> No
                 await asyncio.sleep(0.1)
 
             proc.send_signal(signal.SIGKILL)  # no clean exit: nothing is released
-            await proc.wait()
+            await asyncio.wait_for(proc.communicate(), WAIT)  # its pipe drained, it is reaped
             assert await admin.hget(f"{prefix}claims:{{{room}}}", "mentee") is not None
 
             async def gone() -> bool:
