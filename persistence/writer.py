@@ -140,6 +140,9 @@ class Writer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a driver reported our cancel
+                    raise asyncio.CancelledError from exc
                 self.metrics.store_error()
                 if not transient(exc):
                     await self._isolate(batch, exc)

@@ -381,6 +381,33 @@ async def test_a_failing_lease_hook_does_not_stop_the_heartbeat(prefix: str) -> 
         await proxy.cut()
 
 
+async def test_a_cancel_turned_into_a_timeout_still_stops_the_node(prefix: str) -> None:
+    """A library can report our own cancel as a timeout (CI hung 180 s in a node's exit
+    this way): the heartbeat must stop all the same, and the exit stays bounded."""
+    node = RedisBroker(REDIS_URL, prefix=prefix, node_ttl=3.0)
+    await node.__aenter__()
+    real_set = node.redis.set
+    beating = asyncio.Event()
+
+    async def set_that_hides_cancel(*args: object, **kwargs: object) -> object:
+        beating.set()
+        try:
+            await asyncio.sleep(WAIT)
+        except asyncio.CancelledError:
+            raise TimeoutError from None  # what the library did with our cancel
+        return await real_set(*args, **kwargs)  # type: ignore[arg-type]
+
+    node.redis.set = set_that_hides_cancel  # type: ignore[method-assign]
+    await asyncio.wait_for(beating.wait(), WAIT)
+    node.redis.set = real_set  # type: ignore[method-assign]
+    heart = node._heart
+    assert heart is not None
+    started = time.monotonic()
+    await asyncio.wait_for(node.__aexit__(None, None, None), 2 * WAIT)
+    assert heart.done()
+    assert time.monotonic() - started < WAIT
+
+
 # resilience ---------------------------------------------------------------------------------------
 async def test_killed_pubsub_connection_resubscribes_and_delivers(
     prefix: str, admin: Redis

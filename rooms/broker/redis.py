@@ -265,7 +265,10 @@ class RedisBroker:
         tasks += self._side_tasks
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # bounded: a library that turns our cancel into a timeout must not hold the exit
+        _, stuck = await asyncio.wait(tasks, timeout=self.command_timeout) if tasks else ((), ())
+        for task in stuck:
+            log.error("redis broker: task %s did not stop when cancelled", task.get_name())
         self._reader = self._publisher = self._heart = None
         self._side_tasks.clear()
         self._handlers.clear()
@@ -313,6 +316,7 @@ class RedisBroker:
                         pipe.publish(channel, data)
                     await pipe.execute()
             except Exception as exc:  # Redis down, or a bug: either way the node goes on
+                _cancelled_raise(exc)
                 # Part of the batch may have gone out; sending it again could double it.
                 self.dropped += len(batch)
                 if not self._publish_down:
@@ -441,11 +445,12 @@ class RedisBroker:
 
     async def _read_forever(self, connected: bool) -> None:
         backoff = self.backoff_min
-        while True:
+        while not self._closing:
             if not connected:
                 try:
                     await self._connect_sub()
                 except Exception as exc:
+                    _cancelled_raise(exc)
                     log.warning("redis broker: reconnect failed (retry in %.2fs): %s", backoff, exc)
                     await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                     backoff = min(backoff * 2, self.backoff_max)
@@ -461,8 +466,10 @@ class RedisBroker:
             try:
                 await self._read(conn)
             except (RedisError, OSError) as exc:
+                _cancelled_raise(exc)
                 log.warning("redis broker: pub/sub connection lost: %s", exc)
             except Exception:  # a bug must not leave the node deaf: reconnect all the same
+                _cancelled_raise(None)
                 log.exception("redis broker: pub/sub reader failed")
             async with self._sub_lock:
                 if self._sub is conn:
@@ -529,6 +536,7 @@ class RedisBroker:
                     get=True,
                 )
         except Exception as exc:  # Redis away (or a bug): the lease runs out unless one lands
+            _cancelled_raise(exc)
             if not isinstance(exc, RedisError | OSError | TimeoutError):
                 log.exception("redis broker: heartbeat failed")
             elif self._beat_ok:
@@ -548,8 +556,10 @@ class RedisBroker:
         try:
             await self._settle_claims()
         except (RedisError, OSError) as exc:
+            _cancelled_raise(exc)
             log.warning("redis broker: could not settle this node's claims: %s", exc)
         except Exception:
+            _cancelled_raise(None)
             log.exception("redis broker: could not settle this node's claims")
         self._update_lease()
 
@@ -625,7 +635,7 @@ class RedisBroker:
         loop = asyncio.get_running_loop()
         period = self.node_ttl / 3
         started = loop.time()
-        while True:
+        while not self._closing:
             await asyncio.sleep(max(0.0, started + period - loop.time()))
             started = loop.time()
             await self._beat()
@@ -736,3 +746,14 @@ def _split(value: bytes) -> tuple[str, str]:
     """A claim's value: (node id, connection id)."""
     node, _, conn = value.decode().partition(SEP)
     return node, conn
+
+
+def _cancelled_raise(exc: BaseException | None) -> None:
+    """Re-raise as a cancellation when our task was cancelled while ``exc`` was raised.
+
+    A timeout that expires as the task is cancelled can surface as ``TimeoutError`` (seen
+    on Python 3.11): a loop that catches it and carries on would never stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
