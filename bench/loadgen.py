@@ -38,7 +38,7 @@ import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.proc import MenteoServer, ProcSample, machine_cpu, sample
+from bench.proc import MenteoServer, ProcSample, machine_cpu, memory_kinds, sample
 
 OTHER, PEER_CHAT, ECHO, ACK, PING, ERROR = range(6)
 PAD = "x" * 40
@@ -517,8 +517,10 @@ class LoadGen:
         if self.on_measure_start is not None:
             self.on_measure_start()
         w_start = await self._window()
+        kinds_start = [memory_kinds(p) for p in self.pids]
         timeline = await self._rss_timeline(stop, loop)
         w_end = await self._window()
+        kinds_end = [memory_kinds(p) for p in self.pids]
         self.measuring = False
         measured = (w_end[0][0].wall - w_start[0][0].wall) if self.pids else load.seconds
         _, pending = await asyncio.wait(senders, timeout=5)
@@ -552,6 +554,7 @@ class LoadGen:
             "ack_ms": percentiles(self.acklat, 1000),
             "send_lag_ms": percentiles(self.lag, 1000),
             "rss_timeline_mib": timeline,
+            "rss_kinds_mib": {"start": kinds_start, "end": kinds_end},
         }
         if len(timeline) >= 2:  # memory after warm-up: flat means the rooms hold bounded state
             first, last = timeline[0][1], timeline[-1][1]

@@ -76,6 +76,33 @@ def sample(pid: int) -> ProcSample:
     return ProcSample(time.monotonic(), cpu, rss, hwm)
 
 
+def memory_kinds(pid: int) -> dict[str, float]:
+    """Resident MiB of ``pid`` by kind of mapping (from /proc/PID/smaps): where RSS grows."""
+    kinds: dict[str, float] = {}
+    kind = "?"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split()
+                if not head:
+                    continue
+                if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                    path = head[5] if len(head) > 5 else ""
+                    if not path:
+                        kind = "anon"  # malloc arenas of threads, large mallocs
+                    elif path.startswith("["):
+                        kind = path  # [heap], [stack] ...
+                    else:
+                        kind = "file:" + path.rsplit("/", 1)[-1].split(".cpython")[0]
+                elif head[0] == "Rss:":
+                    kinds[kind] = kinds.get(kind, 0.0) + int(head[1]) / 1024
+    except OSError:
+        return {}
+    big = {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]) if v >= 1.0}
+    big["other"] = round(sum(kinds.values()) - sum(big.values()), 1)
+    return big
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:

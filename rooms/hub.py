@@ -166,6 +166,10 @@ class Hub:
     ) -> Connection:
         room = live.room
         assert room is not None
+        refusal = room.admit(user_id, self.clock())
+        if refusal is not None:
+            self.metrics.rate_limit_close()
+            raise refusal
         conn = Connection(
             transport,
             pair_id=pair_id,

@@ -10,9 +10,9 @@ class TokenBucket:
     sending for another whole burst after it was warned).
     """
 
-    def __init__(self, rate: float, now: float) -> None:
+    def __init__(self, rate: float, now: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.burst = 2 * rate
+        self.burst = 2 * rate if burst is None else burst
         self.tokens = self.burst
         self.stamp = now
         self.refused = 0

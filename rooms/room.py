@@ -21,7 +21,15 @@ from typing import Any
 
 from persistence.store import EndSession, StoredEvent, StoredNotes, WriteOp, void_event
 from rooms.codec import ACKED_TYPES, Format, Frame, decode, encode, unpack
-from rooms.errors import Close, Invalid, PeerAbsent, ProtocolError, RateLimited, Unavailable
+from rooms.errors import (
+    Close,
+    FatalError,
+    Invalid,
+    PeerAbsent,
+    ProtocolError,
+    RateLimited,
+    Unavailable,
+)
 from rooms.messages import Erased, NodeMessage, NotesStored, Offline, Online, Relayed, Stored
 from rooms.notes import Notes
 from rooms.ratelimit import TokenBucket
@@ -45,6 +53,7 @@ class Member:
 @dataclass(frozen=True)
 class Config:
     rate_limit: float = 40.0
+    joins_per_minute: float = 6.0  # per member; bursts of twice that; 0: no limit
     session_grace: float = 600.0
     sweep_interval: float = 5.0
     notes_compact_every: int = 200
@@ -231,6 +240,7 @@ class Room:
     conns: dict[str, _Conn] = field(default_factory=dict)
     holders: dict[str, str] = field(default_factory=dict)  # user -> conn id, here
     remote: dict[str, str] = field(default_factory=dict)  # user -> conn id, on other nodes
+    _joins: dict[str, TokenBucket] = field(default_factory=dict)  # user -> join limiter
     _early: dict[int, bytes] = field(default_factory=dict)
     _gap_since: float | None = None  # when the oldest open gap was first seen
     _repair_at: float | None = None
@@ -286,6 +296,19 @@ class Room:
         )
 
     # a member comes and goes ----------------------------------------------------------------
+    def admit(self, user: str, now: float) -> FatalError | None:
+        """Whether ``user`` may join now (before its claim is taken): a member reconnecting in
+        a tight loop is refused with 4429 rather than filling the transcript with presence."""
+        per_minute = self.config.joins_per_minute
+        if per_minute <= 0:
+            return None
+        bucket = self._joins.get(user)
+        if bucket is None:
+            bucket = self._joins[user] = TokenBucket(per_minute / 60, now, burst=2 * per_minute)
+        if bucket.take(now) == "ok":
+            return None
+        return FatalError(Close.FLOODING, "too many joins; wait a minute and reconnect")
+
     def connect(
         self,
         conn: str,

@@ -75,6 +75,7 @@ async def running(
                     send_queue_bytes=settings.send_queue_bytes,
                     room=Config(
                         rate_limit=settings.rate_limit,
+                        joins_per_minute=settings.joins_per_minute,
                         session_grace=settings.session_grace,
                         sweep_interval=settings.node_ttl / 2,
                         notes_compact_every=settings.notes_compact_every,

@@ -45,6 +45,7 @@ class Settings:
     allowed_origins: list[str] = field(default_factory=list)
     max_frame: int = 256 * 1024
     rate_limit: float = 40.0
+    joins_per_minute: float = 6.0
     hello_timeout: float = 10.0
     session_grace: float = 600.0
     send_queue: int = 2048
@@ -90,6 +91,7 @@ class Settings:
             allowed_origins=_list(env.get("MENTEO_ALLOWED_ORIGINS")),
             max_frame=int(num("MENTEO_MAX_FRAME", 256 * 1024)),
             rate_limit=num("MENTEO_RATE_LIMIT", 40.0),
+            joins_per_minute=num("MENTEO_JOINS_PER_MINUTE", 6.0),
             hello_timeout=num("MENTEO_HELLO_TIMEOUT", 10.0),
             session_grace=num("MENTEO_SESSION_GRACE", 600.0),
             send_queue=int(num("MENTEO_SEND_QUEUE", 2048)),

@@ -14,10 +14,11 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support import ADMIN, ROOT, SECRET, Client, ServerProcess, free_port
 from tests.test_defects import POISON, refuse_writes
@@ -294,3 +295,70 @@ async def test_silent_sockets_are_capped_in_total(tmp_path: Path) -> None:
         await asyncio.gather(*(c.close() for c in held + more))
     finally:
         server.stop()
+
+
+async def test_uvicorns_concurrency_limit_answers_503_past_it(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, {"MENTEO_LIMIT_CONCURRENCY": "8"}).start()
+    try:
+        pair = server.pair()
+        held = await silent(server, pair.id, 8)
+        status, body, _ = await asyncio.to_thread(server.request, "GET", "/healthz", raw=True)
+        assert status == 503, body
+        await asyncio.gather(*(c.close() for c in held))
+
+        async def served() -> bool:
+            got, _, _ = await asyncio.to_thread(server.request, "GET", "/healthz", raw=True)
+            return bool(got == 200)
+
+        deadline = time.monotonic() + 10
+        while not await served():  # the closed sockets are counted out as they finish
+            assert time.monotonic() < deadline, "never served again"
+    finally:
+        server.stop()
+
+
+# item 1, second half: joins per member -----------------------------------------------------
+async def hello_answer(server: ServerProcess, pair_id: str, token: str) -> tuple[str, Any]:
+    """Join once: ("welcome", client) or ("closed", (code, reason))."""
+    c = await Client.open(server, pair_id, None)
+    await c.send({"t": "hello", "token": token})
+    try:
+        frame = await c.recv()
+    except ConnectionClosed:
+        await c.ws.wait_closed()
+        return "closed", (c.ws.close_code, c.ws.close_reason)
+    assert frame["t"] == "welcome", frame
+    return "welcome", c
+
+
+async def test_a_member_reconnecting_in_a_tight_loop_is_refused_after_a_burst(
+    server: ServerProcess,
+) -> None:
+    pair = server.pair()
+    mentor = await Client.open(server, pair.id, pair.mentor_token)
+    answers = []
+    for _ in range(20):  # the default: 6 joins a minute, bursts of 12
+        kind, got = await hello_answer(server, pair.id, pair.mentee_token)
+        answers.append(kind)
+        if kind == "welcome":
+            await got.close()
+        else:
+            assert got[0] == 4429, got
+            assert "too many joins" in got[1]
+    assert answers == ["welcome"] * 12 + ["closed"] * 8
+    # the other member is not limited by it
+    await mentor.close()
+    kind, again = await hello_answer(server, pair.id, pair.mentor_token)
+    assert kind == "welcome"
+    await again.close()
+    # at most the burst's joins reach the transcript (a join is stored after its welcome)
+    status, doc, _ = server.request(
+        "GET", f"/api/sessions/{mentor.welcome['session_id']}/transcript", token=pair.mentor_token
+    )
+    assert status == 200, doc
+    joined = [
+        e
+        for e in doc["events"]
+        if e["t"] == "presence" and e["user"]["id"] == pair.mentee and e["state"] == "joined"
+    ]
+    assert 1 <= len(joined) <= 12, joined

@@ -122,6 +122,19 @@ def test_connect_welcomes_then_stores_the_join() -> None:
     assert d.room.head == 1 and seqs(out) == [1]
 
 
+def test_joins_are_limited_per_member_and_refill_with_time() -> None:
+    room = make_room(config=Config(joins_per_minute=6))  # bursts of 12, then one per 10 s
+    assert all(room.admit(MENTEE.id, T0) is None for _ in range(12))
+    refused = room.admit(MENTEE.id, T0)
+    assert refused is not None and refused.close_code == Close.FLOODING
+    assert room.admit(MENTOR.id, T0) is None  # each member has its own allowance
+    assert room.admit(MENTEE.id, T0 + 9.9) is not None
+    assert room.admit(MENTEE.id, T0 + 10.1) is None
+    assert room.admit(MENTEE.id, T0 + 10.2) is not None
+    off = make_room(config=Config(joins_per_minute=0))
+    assert all(off.admit(MENTEE.id, T0) is None for _ in range(1000))
+
+
 def test_online_means_welcomed_not_stored() -> None:
     d = Driver(make_room())
     # the mentor's join is allocated but not stored yet
