@@ -9,6 +9,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from persistence.cancel import reraise_cancel
 from persistence.store import EndSession, Store, StoredEvent, WriteOp
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,7 @@ class Writer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():  # a driver reported our cancel
-                    raise asyncio.CancelledError from exc
+                reraise_cancel(exc)
                 self.metrics.store_error()
                 if not transient(exc):
                     await self._isolate(batch, exc)

@@ -55,6 +55,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from persistence.cancel import reraise_cancel
 from rooms.broker.base import BrokerUnavailable, Handler, _safe_call
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ class RedisBroker:
                         pipe.publish(channel, data)
                     await pipe.execute()
             except Exception as exc:  # Redis down, or a bug: either way the node goes on
-                _cancelled_raise(exc)
+                reraise_cancel(exc)
                 # Part of the batch may have gone out; sending it again could double it.
                 self.dropped += len(batch)
                 if not self._publish_down:
@@ -450,7 +451,7 @@ class RedisBroker:
                 try:
                     await self._connect_sub()
                 except Exception as exc:
-                    _cancelled_raise(exc)
+                    reraise_cancel(exc)
                     log.warning("redis broker: reconnect failed (retry in %.2fs): %s", backoff, exc)
                     await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                     backoff = min(backoff * 2, self.backoff_max)
@@ -466,10 +467,10 @@ class RedisBroker:
             try:
                 await self._read(conn)
             except (RedisError, OSError) as exc:
-                _cancelled_raise(exc)
+                reraise_cancel(exc)
                 log.warning("redis broker: pub/sub connection lost: %s", exc)
             except Exception:  # a bug must not leave the node deaf: reconnect all the same
-                _cancelled_raise(None)
+                reraise_cancel(None)
                 log.exception("redis broker: pub/sub reader failed")
             async with self._sub_lock:
                 if self._sub is conn:
@@ -536,7 +537,7 @@ class RedisBroker:
                     get=True,
                 )
         except Exception as exc:  # Redis away (or a bug): the lease runs out unless one lands
-            _cancelled_raise(exc)
+            reraise_cancel(exc)
             if not isinstance(exc, RedisError | OSError | TimeoutError):
                 log.exception("redis broker: heartbeat failed")
             elif self._beat_ok:
@@ -556,10 +557,10 @@ class RedisBroker:
         try:
             await self._settle_claims()
         except (RedisError, OSError) as exc:
-            _cancelled_raise(exc)
+            reraise_cancel(exc)
             log.warning("redis broker: could not settle this node's claims: %s", exc)
         except Exception:
-            _cancelled_raise(None)
+            reraise_cancel(None)
             log.exception("redis broker: could not settle this node's claims")
         self._update_lease()
 
@@ -746,14 +747,3 @@ def _split(value: bytes) -> tuple[str, str]:
     """A claim's value: (node id, connection id)."""
     node, _, conn = value.decode().partition(SEP)
     return node, conn
-
-
-def _cancelled_raise(exc: BaseException | None) -> None:
-    """Re-raise as a cancellation when our task was cancelled while ``exc`` was raised.
-
-    A timeout that expires as the task is cancelled can surface as ``TimeoutError`` (seen
-    on Python 3.11): a loop that catches it and carries on would never stop.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
