@@ -222,6 +222,28 @@ def percentiles(values: list[float], scale: float = 1.0) -> dict[str, float | in
     return {"n": len(s), "p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": at(1.0)}
 
 
+def usage(
+    start: tuple[list[ProcSample], float, tuple[float, float]],
+    end: tuple[list[ProcSample], float, tuple[float, float]],
+) -> dict[str, Any]:
+    """Server CPU % and RSS over a window, from (server samples, generator CPU seconds, machine
+    CPU) at its two ends; also shared by the Node.js generator's scenarios (bench/run.py)."""
+    (s0, g0, m0), (s1, g1, m1) = start, end
+    wall = max(1e-9, s1[0].wall - s0[0].wall) if s0 else 1.0
+    per_node = [
+        {"cpu_pct": round(100 * (b.cpu - a.cpu) / wall, 1), "rss_mib": round(b.rss / 2**20, 1)}
+        for a, b in zip(s0, s1, strict=True)
+    ]
+    busy, total = m1[0] - m0[0], m1[1] - m0[1]
+    return {
+        "server_cpu_pct": round(sum(n["cpu_pct"] for n in per_node), 1),
+        "server_rss_mib": round(sum(n["rss_mib"] for n in per_node), 1),
+        "server_nodes": per_node,
+        "gen_cpu_pct": round(100 * (g1 - g0) / wall, 1),
+        "machine_busy_pct": round(100 * busy / total, 1) if total else None,
+    }
+
+
 @dataclass
 class Load:
     """What to run: rooms, where, how fast, for how long."""
@@ -471,20 +493,7 @@ class LoadGen:
         start: tuple[list[ProcSample], float, tuple[float, float]],
         end: tuple[list[ProcSample], float, tuple[float, float]],
     ) -> dict[str, Any]:
-        (s0, g0, m0), (s1, g1, m1) = start, end
-        wall = max(1e-9, s1[0].wall - s0[0].wall) if s0 else 1.0
-        per_node = [
-            {"cpu_pct": round(100 * (b.cpu - a.cpu) / wall, 1), "rss_mib": round(b.rss / 2**20, 1)}
-            for a, b in zip(s0, s1, strict=True)
-        ]
-        busy, total = m1[0] - m0[0], m1[1] - m0[1]
-        return {
-            "server_cpu_pct": round(sum(n["cpu_pct"] for n in per_node), 1),
-            "server_rss_mib": round(sum(n["rss_mib"] for n in per_node), 1),
-            "server_nodes": per_node,
-            "gen_cpu_pct": round(100 * (g1 - g0) / wall, 1),
-            "machine_busy_pct": round(100 * busy / total, 1) if total else None,
-        }
+        return usage(start, end)
 
     async def _idle(self, before: list[ProcSample]) -> dict[str, Any]:
         await asyncio.sleep(self.load.warmup)  # let joins settle (presence writes, sessions)

@@ -8,6 +8,7 @@
     python -m bench.run --profile S2         # py-spy record of the server during S2's window
     python -m bench.run --scenarios J1       # issue 9: search, journey, welcome over 1.1 M chats
     python -m bench.run --scenarios J1 --j1-db /tmp/j1.db   # keep J1's loaded file, reuse it
+    python -m bench.run --scenarios S2,S2-node,S2-bare --rooms 1000   # beside Node.js Socket.IO
 
 Each scenario starts its server(s) fresh (rate limit off; SQLite in a temp folder, or Redis +
 a fresh PostgreSQL schema for S3), drives them with ``bench.loadgen`` in this process on one
@@ -20,6 +21,12 @@ postgresql://postgres@127.0.0.1:5432/test). Scenarios whose service is missing a
 J1 (``bench/journey.py``) is of another kind: it loads a large SQLite file itself, then times
 single requests (search, journey, welcome) through one server; its own table is printed as it
 ends, and the harness's table gives one line for it.
+
+S2-node and S4-node run the JavaScript peer (``bench/peers/node``: Socket.IO with its Redis
+adapter) under a Node.js generator (``loadgen.js``, socket.io-client) in a child process, which
+says on stderr when its measuring window opens and closes; the server's CPU and RSS are sampled
+here then, as for the others. ``npm ci`` runs there when node_modules is missing or older than
+its lock file; they are skipped without node and npm.
 """
 
 from __future__ import annotations
@@ -48,11 +55,31 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.loadgen import Adapter, Load, LoadGen, MenteoAdapter, SocketIOAdapter, loop_factory
-from bench.proc import BareServer, MenteoServer, PeerServer, Server, raise_nofile
+from bench.loadgen import (
+    Adapter,
+    Load,
+    LoadGen,
+    MenteoAdapter,
+    SocketIOAdapter,
+    loop_factory,
+    usage,
+)
+from bench.proc import (
+    BareServer,
+    MenteoServer,
+    PeerServer,
+    ProcSample,
+    Server,
+    machine_cpu,
+    memory_kinds,
+    raise_nofile,
+    sample,
+)
 from bench.scenarios import FULL, Scenario, by_name, smoke
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NODE_DIR = Path(__file__).resolve().parent / "peers" / "node"
+NODE_PACKAGES = ("socket.io", "@socket.io/redis-adapter", "redis", "socket.io-client")
 REDIS_URL = os.environ.get("MENTEO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("MENTEO_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -118,6 +145,157 @@ def redis_prefix() -> Iterator[str]:
             if keys:
                 client.delete(*keys)
             client.close()
+
+
+# the Node.js peer --------------------------------------------------------------------------
+def node_ready() -> str:
+    """The ``node`` binary, once ``bench/peers/node/node_modules`` matches its lock file.
+
+    Skips when node or npm is missing; runs ``npm ci`` there when node_modules is missing or
+    older than package-lock.json (a stamp file, as the Makefile does for static/)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        missing = " and ".join(n for n, b in (("node", node), ("npm", npm)) if b is None)
+        raise Skip(f"{missing} not installed (the *-node scenarios need Node.js >= 18 and npm)")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    major = re.match(r"v(\d+)", version.stdout.strip())
+    if major is None or int(major.group(1)) < 18:
+        raise Skip(f"Node.js >= 18 needed, found {version.stdout.strip() or version.stderr!r}")
+    stamp = NODE_DIR / "node_modules" / ".installed"
+    inputs = [NODE_DIR / "package.json", NODE_DIR / "package-lock.json"]
+    if not stamp.exists() or stamp.stat().st_mtime < max(f.stat().st_mtime for f in inputs):
+        print("   npm ci in bench/peers/node ...", flush=True)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"npm ci failed in {NODE_DIR}:\n{(done.stdout + done.stderr)[-2000:]}"
+            )
+        stamp.touch()
+    return node
+
+
+def node_versions(node: str) -> dict[str, str]:
+    """Node.js and the npm packages the peer runs on, from node_modules."""
+    out = {"node": subprocess.run([node, "--version"], capture_output=True, text=True).stdout}
+    out["node"] = out["node"].strip()
+    for pkg in NODE_PACKAGES:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            meta = json.loads((NODE_DIR / "node_modules" / pkg / "package.json").read_text())
+            out[pkg] = meta["version"]
+    return out
+
+
+class NodeServer(Server):
+    """The Node.js peer (``bench/peers/node/server.js``): Socket.IO + its Redis adapter."""
+
+    name = "node-socketio"
+
+    def __init__(self, workdir: Path, node: str, redis_url: str, channel: str) -> None:
+        super().__init__(workdir)
+        self.node = node
+        self.redis_url = redis_url
+        self.channel = channel
+
+    def argv(self) -> list[str]:
+        return [
+            *(self.node, str(NODE_DIR / "server.js")),
+            *("--port", str(self.port), "--redis", self.redis_url, "--channel", self.channel),
+        ]
+
+
+Window = tuple[list[ProcSample], float, tuple[float, float]]
+
+
+async def drive_node(node: str, server: NodeServer, load: Load) -> dict[str, Any]:
+    """Run ``loadgen.js`` against ``server``; sample the server (and the Node generator) when it
+    says its measuring window opens and closes, as ``LoadGen`` does for its own window."""
+    argv = [
+        *(node, str(NODE_DIR / "loadgen.js"), "--url", server.http),
+        *("--rooms", str(load.rooms), "--mode", load.mode, "--rate", str(load.rate)),
+        *("--window", str(load.window), "--senders", str(load.senders)),
+        *("--warmup", str(load.warmup), "--seconds", str(load.seconds), "--drain", str(load.drain)),
+        *("--concurrency", str(load.connect_concurrency), "--seed", str(load.seed)),
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=NODE_DIR,
+        stdin=subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=raise_nofile,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout = asyncio.create_task(proc.stdout.read())
+    pids = [server.pid]
+
+    def window() -> Window:
+        return [sample(p) for p in pids], sample(proc.pid).cpu, machine_cpu()
+
+    w_start: Window | None = None
+    w_end: Window | None = None
+    kinds: dict[str, list[dict[str, float]]] = {}
+    timeline: list[tuple[float, float]] = []
+    other: list[str] = []
+    every = max(1.0, load.seconds / 30)
+    t0 = 0.0
+    loop = asyncio.get_running_loop()
+    # connect (bounded in loadgen.js by twice its 60 s connect timeout), run, drain, a margin
+    deadline = loop.time() + 120 + load.warmup + load.seconds + load.drain + 60
+    try:
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise RuntimeError("loadgen.js did not finish in time")
+            wait = min(left, every) if w_start is not None and w_end is None else left
+            try:
+                line = await asyncio.wait_for(proc.stderr.readline(), wait)
+            except TimeoutError:
+                line = None
+            if w_start is not None and w_end is None and proc.returncode is None:
+                with contextlib.suppress(OSError):
+                    rss = sample(server.pid).rss / 2**20
+                    timeline.append((round(loop.time() - t0, 1), round(rss, 1)))
+            if line is None:
+                continue
+            if not line:
+                break  # EOF: the generator is leaving
+            text = line.decode(errors="replace").rstrip()
+            if text == "bench:window-start":
+                w_start, t0 = window(), loop.time()
+                kinds["start"] = [memory_kinds(p) for p in pids]
+            elif text == "bench:window-end":
+                w_end = window()
+                kinds["end"] = [memory_kinds(p) for p in pids]
+            elif text:
+                other.append(text)
+        await asyncio.wait_for(proc.wait(), max(1.0, deadline - loop.time()))
+        out = await stdout
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        stdout.cancel()
+    tail = "\n".join(other[-20:])
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"loadgen.js exited with {proc.returncode}:\n{tail}")
+    result: dict[str, Any] = json.loads(out)
+    if w_start is None or w_end is None:
+        raise RuntimeError(f"loadgen.js did not report its measuring window:\n{tail}")
+    result.update(usage(w_start, w_end))
+    result["rss_timeline_mib"] = timeline
+    result["rss_kinds_mib"] = kinds
+    if len(timeline) >= 2:
+        first, last = timeline[0][1], timeline[-1][1]
+        result["rss_growth_pct"] = round(100 * (last - first) / max(first, 1e-9), 1)
+    if other:
+        result["generator_stderr"] = tail
+    return result
 
 
 # profiling ---------------------------------------------------------------------------------
@@ -269,6 +447,15 @@ def run_scenario(
             servers.append(bare)
             bare.start()
             adapter = MenteoAdapter(bare=True)
+        elif sc.target == "node":
+            node_bin = node_ready()
+            if not reachable(REDIS_URL, 6379):
+                raise Skip(f"Redis is not reachable at {REDIS_URL}")
+            channel = f"menteo-bench-node-{uuid.uuid4().hex[:10]}"
+            for _ in range(sc.nodes):
+                js = NodeServer(tmp, node_bin, REDIS_URL, channel)
+                servers.append(js)
+                js.start()
         else:
             raise ValueError(sc.target)
         load = Load(
@@ -280,6 +467,17 @@ def run_scenario(
             seconds=sc.seconds,
             drain=sc.drain,
         )
+        if sc.target == "node":  # the Node generator drives it; no py-spy for a Node server
+            if profile is not None:
+                print("   (no profile for the Node.js peer: py-spy reads Python)", flush=True)
+            assert isinstance(servers[0], NodeServer)
+            result = runner.run(drive_node(servers[0].node, servers[0], load))
+            result["peer_versions"] = node_versions(servers[0].node)
+            result["servers_alive"] = all(s.alive() for s in servers)
+            result["server_log_problems"] = log_problems(servers)
+            if result["server_log_problems"]:
+                result["server_log_excerpt"] = log_excerpt(servers)
+            return result
         profiler: Profiler | None = None
         hook: Callable[[], None] | None = None
         if profile is not None:
@@ -404,7 +602,7 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
         ours = got.get(base)
         if not ours:
             continue
-        for other in ("peer", "bare"):
+        for other in ("peer", "node", "bare"):
             them = got.get(f"{base}-{other}")
             if not them:
                 continue
@@ -552,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
                 "store": "postgresql"
                 if sc.cluster
                 else ("sqlite" if sc.target == "menteo" else None),
-                "broker": "redis" if sc.cluster or sc.target == "socketio" else None,
+                "broker": "redis" if sc.cluster or sc.target in ("socketio", "node") else None,
                 "warmup_s": sc.warmup,
                 "seconds": sc.seconds,
                 "connections": sc.connections,

@@ -50,7 +50,7 @@ JOURNEY_SMOKE = JourneySize(
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    target: str  # "menteo" | "socketio" (the peer) | "bare" (the ceiling)
+    target: str  # "menteo" | "socketio" (the peer) | "node" (the JS peer) | "bare" (the ceiling)
     title: str
     rooms: int
     mode: str = "rate"  # "rate" | "saturate" | "idle" | "journey" (J1: bench/journey.py)
@@ -73,6 +73,7 @@ FULL: list[Scenario] = [
     Scenario("S1-peer", "socketio", "S1 on python-socketio + Redis", 100),
     Scenario("S2", "menteo", "1,000 rooms, 1 msg/s per client, SQLite", 1000),
     Scenario("S2-peer", "socketio", "S2 on python-socketio + Redis", 1000),
+    Scenario("S2-node", "node", "S2 on Node.js Socket.IO + Redis adapter", 1000),
     Scenario("S2-bare", "bare", "S2 on a bare websockets fan-out (no store)", 1000),
     Scenario(
         "S3",
@@ -84,6 +85,7 @@ FULL: list[Scenario] = [
     ),
     Scenario("S4", "menteo", "50 rooms saturating, window 10", 50, mode="saturate"),
     Scenario("S4-peer", "socketio", "S4 on python-socketio + Redis", 50, mode="saturate"),
+    Scenario("S4-node", "node", "S4 on Node.js Socket.IO + Redis adapter", 50, mode="saturate"),
     Scenario("S4-bare", "bare", "S4 on a bare websockets fan-out", 50, mode="saturate"),
     Scenario(
         "S5",

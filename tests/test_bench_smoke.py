@@ -1,17 +1,23 @@
 """The benchmark harness works: its smoke mode drives a real server and accounts for every chat.
 
 No speed thresholds: only that S1 (fixed rate) and S4 (saturating) run at a tiny size, report
-a non-empty table, and that every chat was acked and reached the other member exactly once.
+a non-empty table, and that every chat was acked and reached the other member exactly once; and
+the same of S2-node, the Node.js Socket.IO peer driven by its own generator (bench/peers/node).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from tests.support import ROOT
+import pytest
+
+from tests.support import ROOT, require_service, service_missing
 
 
 def test_bench_smoke_s1_s4(tmp_path: Path) -> None:
@@ -45,3 +51,37 @@ def test_bench_smoke_s1_s4(tmp_path: Path) -> None:
     assert table[0].split()[0] == "scenario" and len(table) == 4, report["table"]
     assert [line.split()[0] for line in table[2:]] == ["S1", "S4"]
     assert report["table"] in proc.stdout
+
+
+@pytest.mark.timeout(420)  # the first run on a fresh clone does `npm ci` in bench/peers/node
+def test_bench_smoke_node(tmp_path: Path) -> None:
+    missing = [b for b in ("node", "npm") if shutil.which(b) is None]
+    if missing:
+        service_missing(f"{' and '.join(missing)} not installed: S2-node needs Node.js and npm")
+    redis = urlsplit(os.environ.get("MENTEO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    require_service("Redis", redis.hostname or "127.0.0.1", redis.port or 6379)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.run", "--smoke", "--scenarios", "S2-node"),
+            *("--seconds", "2", "--out", str(out)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["scenario"] == "S2-node" and r["target"] == "node", r
+    assert "error" not in r and "skipped" not in r, r
+    assert r["connected"] == r["connections"] == 10, r
+    assert r["sent"] > 0, r
+    assert r["lost"] == 0 and r["dup"] == 0 and r["unacked"] == 0, r
+    assert r["delivered"] == r["acked"] == r["sent"], r
+    for key in ("p50", "p95", "p99", "max"):
+        assert r["fanout_ms"][key] is not None and r["ack_ms"][key] is not None, r
+    assert r["fanout_ms"]["n"] > 0 and r["ack_ms"]["n"] > 0, r
+    assert r["server_cpu_pct"] is not None and r["server_rss_mib"] > 0, r
+    assert r["closed_early"] == 0 and r["servers_alive"], r
+    assert r["server_log_problems"] == 0, r
