@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# `make bench`: the extras of the benchmark (peer baseline, uvloop, py-spy, pyinstrument).
+# `make bench`: the extras of the benchmark (peer baseline, py-spy, pyinstrument); nothing that
+# changes the server's speed: uvloop and httptools are the server's own dependencies.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
