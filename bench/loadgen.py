@@ -258,6 +258,7 @@ class Load:
     drain: float = 10.0
     connect_concurrency: int = 100
     seed: int = 1
+    deflate: bool = False  # clients offer permessage-deflate, as browsers do
 
 
 class LoadGen:
@@ -319,7 +320,7 @@ class LoadGen:
                 ws = await connect(
                     m.url,
                     subprotocols=self.adapter.subprotocols,  # type: ignore[arg-type]
-                    compression=None,
+                    compression="deflate" if self.load.deflate else None,
                     max_size=None,
                     ping_interval=None,
                     open_timeout=60,

@@ -466,6 +466,7 @@ def run_scenario(
             warmup=sc.warmup,
             seconds=sc.seconds,
             drain=sc.drain,
+            deflate=sc.deflate,
         )
         if sc.target == "node":  # the Node generator drives it; no py-spy for a Node server
             if profile is not None:

@@ -62,6 +62,7 @@ class Scenario:
     seconds: float = 20.0
     drain: float = 10.0
     journey: JourneySize | None = None  # J1's sizes (mode "journey")
+    deflate: bool = False  # clients offer permessage-deflate, as browsers do
 
     @property
     def connections(self) -> int:
@@ -95,6 +96,16 @@ FULL: list[Scenario] = [
         mode="idle",
         warmup=3.0,
         seconds=5.0,
+    ),
+    Scenario(
+        "S5-deflate",
+        "menteo",
+        "S5 with clients offering permessage-deflate",
+        5000,
+        mode="idle",
+        warmup=3.0,
+        seconds=5.0,
+        deflate=True,
     ),
     Scenario(
         "J1",
