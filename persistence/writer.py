@@ -112,9 +112,10 @@ class Writer:
             if item is None:
                 break
             batch = [item]
-            # wait for company only under load (the last batch was not alone): a lone
-            # message at a quiet time is committed at once
-            if self.max_wait and self._queue.empty() and self._last_batch > 1:
+            # wait for company only under load (the last batch was not alone), even with more
+            # queued already: fewer, larger commits cost less CPU a write (S2, 1,000 rooms:
+            # 89 % -> 76-79 % of a core); a lone message at a quiet time is committed at once
+            if self.max_wait and self._last_batch > 1:
                 await asyncio.sleep(self.max_wait)
             while len(batch) < self.max_batch and not self._queue.empty():
                 nxt = self._queue.get_nowait()

@@ -50,7 +50,7 @@ class Settings:
     session_grace: float = 600.0
     send_queue: int = 2048
     send_queue_bytes: int = 8 * 1024 * 1024
-    commit_wait: float = 0.001
+    commit_wait: float = 0.002
     notes_compact_every: int = 200
     notes_max_update: int = 256 * 1024
     notes_max_bytes: int = 1024 * 1024
@@ -96,7 +96,7 @@ class Settings:
             session_grace=num("MENTEO_SESSION_GRACE", 600.0),
             send_queue=int(num("MENTEO_SEND_QUEUE", 2048)),
             send_queue_bytes=int(num("MENTEO_SEND_QUEUE_BYTES", 8 * 1024 * 1024)),
-            commit_wait=num("MENTEO_COMMIT_WAIT", 0.001),
+            commit_wait=num("MENTEO_COMMIT_WAIT", 0.002),
             notes_compact_every=int(num("MENTEO_NOTES_COMPACT_EVERY", 200)),
             notes_max_update=int(num("MENTEO_NOTES_MAX_UPDATE", 256 * 1024)),
             notes_max_bytes=int(num("MENTEO_NOTES_MAX_BYTES", 1024 * 1024)),
