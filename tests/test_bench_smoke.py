@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,20 +21,25 @@ import pytest
 from tests.support import ROOT, require_service, service_missing
 
 
-def test_bench_smoke_s1_s4(tmp_path: Path) -> None:
+def smoke(tmp_path: Path, scenarios: str, seconds: str, timeout: float) -> tuple[Any, str]:
+    """``bench.run --smoke`` of ``scenarios``: its JSON report and what it printed."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [
-            *(sys.executable, "-m", "bench.run", "--smoke", "--scenarios", "S1,S4"),
-            *("--seconds", "1.5", "--out", str(out)),
+            *(sys.executable, "-m", "bench.run", "--smoke", "--scenarios", scenarios),
+            *("--seconds", seconds, "--out", str(out)),
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_bench_smoke_s1_s4(tmp_path: Path) -> None:
+    report, stdout = smoke(tmp_path, "S1,S4", "1.5", 90)
     results = {r["scenario"]: r for r in report["results"]}
     assert sorted(results) == ["S1", "S4"]
     for name, r in results.items():
@@ -50,7 +56,7 @@ def test_bench_smoke_s1_s4(tmp_path: Path) -> None:
     table = report["table"].splitlines()
     assert table[0].split()[0] == "scenario" and len(table) == 4, report["table"]
     assert [line.split()[0] for line in table[2:]] == ["S1", "S4"]
-    assert report["table"] in proc.stdout
+    assert report["table"] in stdout
 
 
 @pytest.mark.timeout(420)  # the first run on a fresh clone does `npm ci` in bench/peers/node
@@ -60,19 +66,8 @@ def test_bench_smoke_node(tmp_path: Path) -> None:
         service_missing(f"{' and '.join(missing)} not installed: S2-node needs Node.js and npm")
     redis = urlsplit(os.environ.get("MENTEO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     require_service("Redis", redis.hostname or "127.0.0.1", redis.port or 6379)
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.run", "--smoke", "--scenarios", "S2-node"),
-            *("--seconds", "2", "--out", str(out)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (r,) = json.loads(out.read_text())["results"]
+    report, _ = smoke(tmp_path, "S2-node", "2", 400)
+    (r,) = report["results"]
     assert r["scenario"] == "S2-node" and r["target"] == "node", r
     assert "error" not in r and "skipped" not in r, r
     assert r["connected"] == r["connections"] == 10, r
