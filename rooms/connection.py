@@ -101,6 +101,14 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self.done = asyncio.Event()  # set once the connection is over: stop reading from it
+        self.on_done: Callable[[], None] | None = None  # called once, as ``done`` is set
+
+    def _over(self) -> None:
+        if self.done.is_set():
+            return
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._write(), name=f"writer-{self.id[:8]}")
@@ -139,7 +147,7 @@ class Connection:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
-        self.done.set()
+        self._over()
 
     async def _close(self, code: int, reason: str) -> None:
         # A slow reader's close frame waits behind what is already in the socket's buffers;
@@ -175,7 +183,7 @@ class Connection:
                     code, reason = self._close_after
                     self.closed = self._close_after
                     await self._close(code, reason)
-                    self.done.set()
+                    self._over()
                     return
         except asyncio.CancelledError:
             raise
@@ -183,7 +191,7 @@ class Connection:
             log.debug("writer for %s stopped: %r", self.id[:8], exc)
             if not self.closed:
                 self.closed = (Close.GOING_AWAY, "send failed")
-            self.done.set()
+            self._over()
 
     async def _fill(self, upto: int) -> None:
         while self.delivered < upto:

@@ -157,15 +157,27 @@ async def room_socket(websocket: WebSocket) -> None:
 
     # The server may end the connection (slow reader, flood, replacement) while the client
     # sends nothing and cannot even take the close frame: stop reading then, and leave now.
-    reader = asyncio.create_task(pump())
-    over = asyncio.create_task(conn.done.wait())
+    # The pump runs in this task (no reader or watcher task per socket: memory per idle
+    # connection); ending the connection cancels it while it is idle in receive(), and a
+    # frame in progress finishes first.
+    me = asyncio.current_task()
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if not busy and not stopped and me is not None:
+            stopped = True
+            me.cancel()
+
+    conn.on_done = stop
     try:
-        await asyncio.wait({reader, over}, return_when=asyncio.FIRST_COMPLETED)
-        if not reader.done() and not busy:
-            reader.cancel()  # idle in receive(); a frame in progress finishes first
-        await asyncio.wait({reader})
+        if not conn.done.is_set():
+            await pump()
+    except asyncio.CancelledError:
+        if not stopped or me is None:
+            raise
+        me.uncancel()  # our own stop, not the server's shutdown
     finally:
-        reader.cancel()
-        over.cancel()
+        conn.on_done = None
         await svc.hub.leave(conn)
         await conn.wait_closed()
