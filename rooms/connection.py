@@ -96,7 +96,7 @@ class Connection:
         self._bytes = 0
         self._max_items = max_items
         self._max_bytes = max_bytes
-        self._wake = asyncio.Event()
+        self._started = False
         self._close_after: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -111,7 +111,15 @@ class Connection:
             self.on_done()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._write(), name=f"writer-{self.id[:8]}")
+        """Let the writer go: what is queued (the welcome first) is written from now on."""
+        self._started = True
+        self._kick()
+
+    def _kick(self) -> None:
+        # The writer task lives only while there is something to write: an idle socket holds
+        # no task (memory per idle connection).
+        if self._started and not self.closed and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._write(), name=f"writer-{self.id[:8]}")
 
     def push(self, item: Outgoing | Fill) -> None:
         if self.closed or self._close_after:
@@ -123,7 +131,7 @@ class Connection:
             self.metrics.slow_consumer_close()
             self.abort(Close.TRY_AGAIN, "too slow to read; reconnect and resume")
             return
-        self._wake.set()
+        self._kick()
 
     def send(self, frame: Frame) -> None:
         out = Outgoing(frame)
@@ -134,7 +142,7 @@ class Connection:
         """Close once everything already queued has been written; ``False`` if already closing."""
         if not self.closed and not self._close_after:
             self._close_after = (code, reason)
-            self._wake.set()
+            self._kick()
             return True
         return False
 
@@ -162,29 +170,25 @@ class Connection:
 
     async def _write(self) -> None:
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._queue:
-                    item = self._queue.popleft()
-                    if isinstance(item, Fill):
-                        await self._fill(item.upto)
+            while self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, Fill):
+                    await self._fill(item.upto)
+                    continue
+                self._bytes -= item.size()
+                if item.seq is not None:
+                    if item.seq <= self.delivered:
                         continue
-                    self._bytes -= item.size()
-                    if item.seq is not None:
-                        if item.seq <= self.delivered:
-                            continue
-                        if item.seq > self.delivered + 1:
-                            await self._fill(item.seq - 1)
-                        self.delivered = item.seq
-                    await self.transport.send(item.encoded(self.fmt))
-                    self.metrics.frame_out()
-                if self._close_after and not self._queue:
-                    code, reason = self._close_after
-                    self.closed = self._close_after
-                    await self._close(code, reason)
-                    self._over()
-                    return
+                    if item.seq > self.delivered + 1:
+                        await self._fill(item.seq - 1)
+                    self.delivered = item.seq
+                await self.transport.send(item.encoded(self.fmt))
+                self.metrics.frame_out()
+            if self._close_after:
+                code, reason = self._close_after
+                self.closed = self._close_after
+                await self._close(code, reason)
+                self._over()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket went away under us
