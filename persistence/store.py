@@ -303,16 +303,10 @@ class Store:
                 reraise_cancel(exc)
                 log.warning("WAL checkpoint failed: %r", exc)
 
-    async def _checkpoint(self, mode: str, wait_ms: int | None = None) -> tuple[int, int, int]:
+    async def _checkpoint(self, mode: str) -> tuple[int, int, int]:
         """(busy, frames in the WAL, frames copied back), as ``PRAGMA wal_checkpoint`` says."""
         async with self.engine.connect() as conn:
-            if wait_ms is not None:
-                await conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_ms)}")
-            try:
-                row: Any = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).one()
-            finally:
-                if wait_ms is not None:
-                    await conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            row: Any = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).one()
             return int(row[0]), int(row[1]), int(row[2])
 
     async def migrate(self) -> str:
