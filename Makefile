@@ -49,7 +49,7 @@ lint: $(STAMP)
 
 test: $(STAMP) $(BUNDLE) lint
 	cd static && npm test --silent
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache static/node_modules static/dist
