@@ -463,8 +463,7 @@ class Hub:
                 return room.notes_reloaded(await self.store.notes_updates(room.session_id))
             if isinstance(effect, Compact):
                 await self.store.compact_notes(room.session_id)
-                room.compacted()
-                return []
+                return room.compacted()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -725,13 +725,21 @@ class Room:
         packed = encode_packed({"t": "notes", "from": op.user, "u": update})
         out: list[Effect] = [Publish(NotesStored(self.session_id, op.user, update, packed))]
         self._notes_count += 1
-        if self._notes_count % self.config.notes_compact_every == 0 and not self._compacting:
-            self._compacting = True
-            out.append(Compact())
-        return out
+        return out + self._compact_if_due()
 
-    def compacted(self) -> None:
+    def _compact_if_due(self) -> list[Effect]:
+        # counted from the last compaction's start: updates stored while one runs are not
+        # forgotten, the next one starts as it ends
+        if self._compacting or self._notes_count < self.config.notes_compact_every:
+            return []
+        self._compacting = True
+        self._notes_count = 0
+        return [Compact()]
+
+    def compacted(self) -> list[Effect]:
+        """The store folded the notes rows; compact again at once if enough came meanwhile."""
         self._compacting = False
+        return self._compact_if_due()
 
     def notes_reloaded(self, updates: Sequence[bytes]) -> list[Effect]:
         """The store's notes merged into this node's copy (which may have missed updates while

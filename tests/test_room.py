@@ -23,6 +23,7 @@ from rooms.room import (
     CheckHolders,
     CheckPeer,
     CloseConn,
+    Compact,
     Config,
     Deliver,
     Effect,
@@ -390,6 +391,22 @@ def test_notes_are_merged_and_relayed_only_once_stored() -> None:
     out = d.room.message(pub.msg, T0)
     assert d.room.notes.plain() == "hello"
     assert out == [Deliver(pub.msg.packed, None, MENTOR.id)]
+
+
+def test_notes_stored_during_a_compaction_start_the_next_as_it_ends() -> None:
+    room = make_room(config=Config(notes_compact_every=3))
+    d = Driver(room)
+    d.connect("c1", MENTOR)
+    first = [
+        of(d.frame("c1", {"t": "notes", "u": notes_update(f"a{i}")}), Compact) for i in range(3)
+    ]
+    assert sum(len(c) for c in first) == 1  # the third starts one (its answer not in yet)
+    during = [
+        of(d.frame("c1", {"t": "notes", "u": notes_update(f"b{i}")}), Compact) for i in range(7)
+    ]
+    assert all(c == [] for c in during)  # never two at once
+    assert room.compacted() == [Compact()]  # seven came meanwhile: the next starts at once
+    assert room.compacted() == []  # none since
 
 
 def test_notes_that_fail_to_store_are_not_merged_and_the_sender_is_told() -> None:
