@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 
-def reraise_cancel(exc: BaseException | None = None) -> None:
+def reraise_cancel(exc: BaseException) -> None:
     """Raise ``CancelledError`` if the running task was cancelled: call it in an ``except``."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():

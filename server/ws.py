@@ -108,10 +108,9 @@ async def room_socket(websocket: WebSocket) -> None:
     if hello_msg is None:
         await refuse(Close.UNAUTHORIZED, "no hello in time")
         return
-    msg = hello_msg
-    if msg["type"] == "websocket.disconnect":
+    if hello_msg["type"] == "websocket.disconnect":
         return
-    data = payload(msg)
+    data = payload(hello_msg)
     if len(data) > settings.max_frame:
         await refuse(Close.TOO_BIG, "frame too large")
         return

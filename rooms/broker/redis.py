@@ -469,8 +469,8 @@ class RedisBroker:
             except (RedisError, OSError) as exc:
                 reraise_cancel(exc)
                 log.warning("redis broker: pub/sub connection lost: %s", exc)
-            except Exception:  # a bug must not leave the node deaf: reconnect all the same
-                reraise_cancel(None)
+            except Exception as exc:  # a bug must not leave the node deaf: reconnect all the same
+                reraise_cancel(exc)
                 log.exception("redis broker: pub/sub reader failed")
             async with self._sub_lock:
                 if self._sub is conn:
@@ -559,8 +559,8 @@ class RedisBroker:
         except (RedisError, OSError) as exc:
             reraise_cancel(exc)
             log.warning("redis broker: could not settle this node's claims: %s", exc)
-        except Exception:
-            reraise_cancel(None)
+        except Exception as exc:
+            reraise_cancel(exc)
             log.exception("redis broker: could not settle this node's claims")
         self._update_lease()
 
