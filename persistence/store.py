@@ -10,11 +10,11 @@ import time
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgpack
 import pycrdt
@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from persistence import migrate
 from persistence.cancel import reraise_cancel
@@ -49,6 +49,9 @@ NOTES_INDEXED = 100_000  # characters of a session's notes that are searchable
 EXCERPT = 300  # characters of a search result's text, at most
 SEARCH_WORDS = 16  # words of a query that count
 SESSION_CACHE = 4096  # session -> pair ids remembered by the writer's path
+READERS = 2  # SQLite: threads (each with its own connection) for the room build's reads
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -210,6 +213,8 @@ class Store:
         self._reset_wanted = False
         self._sync: Engine | None = None  # SQLite: the batch writer's engine, on ``_thread``
         self._thread: ThreadPoolExecutor | None = None
+        self._reader: Engine | None = None  # SQLite: the room build's engine, on ``_readers``
+        self._readers: ThreadPoolExecutor | None = None
         self._pair_of: dict[str, str] = {}  # session id -> pair id (never changes)
 
     @property
@@ -240,6 +245,15 @@ class Store:
                 )
                 event.listen(self._sync, "connect", _sqlite_pragmas)
                 self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+                self._reader = create_engine(
+                    make_url(url).set(drivername="sqlite"),
+                    hide_parameters=True,
+                    pool_size=READERS,
+                    max_overflow=0,
+                    connect_args={"check_same_thread": False},
+                )
+                event.listen(self._reader, "connect", _sqlite_pragmas)
+                self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sqlite-reader")
         self._engine = engine
         if self.dialect == "sqlite":
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -271,6 +285,12 @@ class Store:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.shutdown)
             self._thread = None
+        if self._readers is not None:
+            await asyncio.to_thread(self._readers.shutdown)
+            self._readers = None
+        if self._reader is not None:
+            self._reader.dispose()
+            self._reader = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -318,6 +338,30 @@ class Store:
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
 
+    async def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
+        """Run ``fn(conn, *args)``, synchronous, on one connection (in a transaction when it
+        ``write``s). On a SQLite file that is one hop to a thread with a plain connection
+        instead of one hop per statement through aiosqlite (about 1 ms each here); a write
+        goes to the batch writer's thread, so it never waits on SQLite's lock behind a batch
+        (the busy handler sleeps in steps of milliseconds)."""
+        if self._readers is None:
+            async with self.engine.begin() if write else self.engine.connect() as conn:
+                return await conn.run_sync(fn, *args)
+        loop = asyncio.get_running_loop()
+        if write:
+            return await loop.run_in_executor(self._thread, self._write_fn, fn, args)
+        return await loop.run_in_executor(self._readers, self._read_fn, fn, args)
+
+    def _read_fn(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        assert self._reader is not None
+        with self._reader.connect() as conn:
+            return fn(conn, *args)
+
+    def _write_fn(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            return fn(conn, *args)
+
     # pairs -----------------------------------------------------------------------------------
     async def create_pair(self, mentor_name: str, mentee_name: str, now: float) -> PairRecord:
         rec = PairRecord(
@@ -343,6 +387,9 @@ class Store:
         return rec
 
     async def get_pair(self, pair_id: str) -> PairRecord | None:
+        return await self._run(self._get_pair, pair_id)
+
+    def _get_pair(self, conn: Connection, pair_id: str) -> PairRecord | None:
         mentor, mentee = USERS.alias("mentor"), USERS.alias("mentee")
         q = (
             select(PAIRS.c.id, mentor.c.id, mentor.c.name, mentee.c.id, mentee.c.name)
@@ -350,36 +397,53 @@ class Store:
             .join(mentee, mentee.c.id == PAIRS.c.mentee_id)
             .where(PAIRS.c.id == pair_id)
         )
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(q)).first()
+        row = conn.execute(q).first()
         return PairRecord(*row) if row else None
 
     # sessions --------------------------------------------------------------------------------
     async def live_session(self, pair_id: str) -> SessionRecord | None:
-        async with self.engine.connect() as conn:
-            return await self._live(conn, pair_id)
+        return await self._run(self._live, pair_id)
 
-    async def _live(self, conn: AsyncConnection, pair_id: str) -> SessionRecord | None:
+    def _live(self, conn: Connection, pair_id: str) -> SessionRecord | None:
         q = select(SESSIONS).where(SESSIONS.c.pair_id == pair_id, SESSIONS.c.ended_at.is_(None))
-        row = (await conn.execute(q)).first()
+        row = conn.execute(q).first()
         return SessionRecord(*row) if row else None
 
     async def start_session(self, pair_id: str, now: float) -> SessionRecord:
         """Return the room's live session, creating it if there is none (safe across nodes)."""
+        return await self._starting(self._start, pair_id, now)
+
+    async def enter(
+        self, pair_id: str, user_id: str, now: float
+    ) -> tuple[PairRecord, SessionRecord] | None:
+        """The pair and its live session, started if there is none (as
+        :meth:`start_session`); None when there is no such pair or the user is not one of its
+        members (nothing started then)."""
+        return await self._starting(self._enter, pair_id, user_id, now)
+
+    async def _starting(self, fn: Callable[..., T], *args: Any) -> T:
         for _ in range(3):
             try:
-                async with self.engine.begin() as conn:
-                    live = await self._live(conn, pair_id)
-                    if live:
-                        return live
-                    sid = uuid.uuid4().hex
-                    await conn.execute(
-                        insert(SESSIONS).values(id=sid, pair_id=pair_id, started_at=now)
-                    )
-                    return SessionRecord(sid, pair_id, now, None)
+                return await self._run(fn, *args, write=True)
             except IntegrityError:
-                continue  # another node created it first
+                continue  # another node started it first: the next try finds it
         raise RuntimeError("could not start a session")
+
+    def _enter(
+        self, conn: Connection, pair_id: str, user_id: str, now: float
+    ) -> tuple[PairRecord, SessionRecord] | None:
+        pair = self._get_pair(conn, pair_id)
+        if pair is None or user_id not in (pair.mentor_id, pair.mentee_id):
+            return None
+        return pair, self._start(conn, pair_id, now)
+
+    def _start(self, conn: Connection, pair_id: str, now: float) -> SessionRecord:
+        live = self._live(conn, pair_id)
+        if live:
+            return live
+        sid = uuid.uuid4().hex
+        conn.execute(insert(SESSIONS).values(id=sid, pair_id=pair_id, started_at=now))
+        return SessionRecord(sid, pair_id, now, None)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         async with self.engine.connect() as conn:
@@ -415,9 +479,11 @@ class Store:
 
     async def session_state(self, session_id: str) -> dict[str, Any]:
         """The session's goal (None when unset or cleared) and record state, from its events."""
-        async with self.engine.connect() as conn:
-            goal = await self._last_body(conn, session_id, "goal")
-            record = await self._last_body(conn, session_id, "record")
+        return await self._run(self._session_state, session_id)
+
+    def _session_state(self, conn: Connection, session_id: str) -> dict[str, Any]:
+        goal = self._last_body(conn, session_id, "goal")
+        record = self._last_body(conn, session_id, "record")
         return {
             "goal": (goal or {}).get("text") or None,
             "record": record["state"] if record else "on",
@@ -425,53 +491,48 @@ class Store:
             "record_seq": int(record["seq"]) if record else None,
         }
 
-    async def _last_body(
-        self, conn: AsyncConnection, session_id: str, kind: str
-    ) -> dict[str, Any] | None:
+    def _last_body(self, conn: Connection, session_id: str, kind: str) -> dict[str, Any] | None:
         q = (
             select(EVENTS.c.body)
             .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == kind)
             .order_by(EVENTS.c.seq.desc())
             .limit(1)
         )
-        body = (await conn.execute(q)).scalar()
+        body = conn.execute(q).scalar()
         return _unpack(body) if body is not None else None
 
     async def room_state(self, pair_id: str, session_id: str) -> RoomState:
         """Everything a node needs to build a live room, read on one connection."""
+        return await self._run(self._room_state, pair_id, session_id)
+
+    def _room_state(self, conn: Connection, pair_id: str, session_id: str) -> RoomState:
         where = EVENTS.c.session_id == session_id
-        async with self.engine.connect() as conn:
-            head_, count, last = (
-                await conn.execute(
-                    select(func.max(EVENTS.c.seq), func.count(), func.max(EVENTS.c.ts)).where(where)
-                )
-            ).one()
-            head = int(head_ or 0)
-            missing: list[int] = []
-            if count < head:
-                stored = set((await conn.execute(select(EVENTS.c.seq).where(where))).scalars())
-                missing = [seq for seq in range(1, head + 1) if seq not in stored]
-            presence_q = (
-                select(EVENTS.c.user_id, EVENTS.c.body, EVENTS.c.seq)
-                .where(where, EVENTS.c.kind == "presence")
-                .order_by(EVENTS.c.seq)
-            )
-            presence = {
-                u: (msgpack.unpackb(b)["state"], int(seq))
-                for u, b, seq in (await conn.execute(presence_q)).all()
-            }
-            items_q = (
-                select(*(ITEMS.c[f] for f in ITEM_FIELDS))
-                .where(ITEMS.c.pair_id == pair_id)
-                .order_by(ITEMS.c.created_at, ITEMS.c.id)
-            )
-            items = [
-                dict(zip(ITEM_FIELDS, row, strict=True))
-                for row in (await conn.execute(items_q)).all()
-            ]
-            goal = await self._last_body(conn, session_id, "goal")
-            record = await self._last_body(conn, session_id, "record")
-            notes = await conn.run_sync(self._notes_updates, session_id)
+        head_, count, last = conn.execute(
+            select(func.max(EVENTS.c.seq), func.count(), func.max(EVENTS.c.ts)).where(where)
+        ).one()
+        head = int(head_ or 0)
+        missing: list[int] = []
+        if count < head:
+            stored = set(conn.execute(select(EVENTS.c.seq).where(where)).scalars())
+            missing = [seq for seq in range(1, head + 1) if seq not in stored]
+        presence_q = (
+            select(EVENTS.c.user_id, EVENTS.c.body, EVENTS.c.seq)
+            .where(where, EVENTS.c.kind == "presence")
+            .order_by(EVENTS.c.seq)
+        )
+        presence = {
+            u: (msgpack.unpackb(b)["state"], int(seq))
+            for u, b, seq in conn.execute(presence_q).all()
+        }
+        items_q = (
+            select(*(ITEMS.c[f] for f in ITEM_FIELDS))
+            .where(ITEMS.c.pair_id == pair_id)
+            .order_by(ITEMS.c.created_at, ITEMS.c.id)
+        )
+        items = [dict(zip(ITEM_FIELDS, row, strict=True)) for row in conn.execute(items_q).all()]
+        goal = self._last_body(conn, session_id, "goal")
+        record = self._last_body(conn, session_id, "record")
+        notes = self._notes_updates(conn, session_id)
         return RoomState(
             head=head,
             missing=missing,

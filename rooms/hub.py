@@ -221,9 +221,11 @@ class Hub:
             return await self._build(pair_id, user_id)  # counts its join already
 
     async def _build(self, pair_id: str, user_id: str) -> LiveRoom:
-        pair = await self.store.get_pair(pair_id)
-        if pair is None or user_id not in (pair.mentor_id, pair.mentee_id):
+        started = self.clock()
+        entered = await self.store.enter(pair_id, user_id, started)
+        if entered is None:
             raise FatalError(Close.FORBIDDEN, "not a member of this room")
+        pair, session = entered
         members = {
             pair.mentor_id: Member(pair.mentor_id, pair.mentor_name, "mentor"),
             pair.mentee_id: Member(pair.mentee_id, pair.mentee_name, "mentee"),
@@ -232,8 +234,6 @@ class Hub:
         live.handler = lambda data: self._on_message(live, data)
         self.rooms[pair_id] = live
         try:
-            started = self.clock()
-            session = await self.store.start_session(pair_id, started)
             await self.broker.subscribe(live.channel, live.handler)
             # read after subscribing: what is stored later arrives on the channel
             state = await self.store.room_state(pair_id, session.id)

@@ -120,6 +120,34 @@ async def test_start_session_get_or_create(store: Store) -> None:
     assert (await store.start_session(other.id, 1000.0)).id != first.id
 
 
+async def test_enter_gives_the_pair_and_its_session_to_members_only(store: Store) -> None:
+    pair = await store.create_pair("A", "B", 1000.0)
+    assert await store.enter(pair.id, "someone-else", 1000.0) is None
+    assert await store.enter("no-such-pair", pair.mentor_id, 1000.0) is None
+    assert await store.live_session(pair.id) is None  # a refused entry starts nothing
+    entered = await store.enter(pair.id, pair.mentee_id, 1000.0)
+    assert entered is not None
+    got, session = entered
+    assert got == pair and (session.pair_id, session.started_at) == (pair.id, 1000.0)
+    assert await store.live_session(pair.id) == session
+    again = await store.enter(pair.id, pair.mentor_id, 2000.0)
+    assert again == (pair, session)
+    assert await store.start_session(pair.id, 3000.0) == session
+
+
+async def test_entering_concurrently_starts_one_session(store: Store) -> None:
+    pair = await store.create_pair("A", "B", 1000.0)
+    got = await asyncio.wait_for(
+        asyncio.gather(
+            *(store.enter(pair.id, pair.mentor_id, 1000.0 + i) for i in range(4)),
+            *(store.start_session(pair.id, 1000.0 + i) for i in range(4)),
+        ),
+        30,
+    )
+    ids = {g.id if not isinstance(g, tuple) else g[1].id for g in got if g is not None}
+    assert len(ids) == 1 and None not in got
+
+
 async def test_start_session_concurrently_returns_one(store: Store) -> None:
     pair = await store.create_pair("A", "B", 1000.0)
     got = await asyncio.wait_for(
