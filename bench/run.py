@@ -9,6 +9,7 @@
     python -m bench.run --scenarios J1       # issue 9: search, journey, welcome over 1.1 M chats
     python -m bench.run --scenarios J1 --j1-db /tmp/j1.db   # keep J1's loaded file, reuse it
     python -m bench.run --scenarios S2,S2-node,S2-bare --rooms 1000   # beside Node.js Socket.IO
+    python -m bench.run --scenarios S6 --rooms 100 --seconds 10   # issue 11: the notes path
 
 Each scenario starts its server(s) fresh (rate limit off; SQLite in a temp folder, or Redis +
 a fresh PostgreSQL schema for S3), drives them with ``bench.loadgen`` in this process on one
@@ -17,6 +18,11 @@ the machine's cores: ``gen CPU%`` and ``machine busy%`` in the results say how m
 generator and everything else took. Redis: ``MENTEO_BENCH_REDIS_URL`` (default
 redis://127.0.0.1:6379/0); PostgreSQL: ``MENTEO_BENCH_PG_URL`` (default
 postgresql://postgres@127.0.0.1:5432/test). Scenarios whose service is missing are skipped.
+
+S6 (``bench/notes_load.py``, issue 11) drives the notes path: both members of each room send
+Yjs updates to the shared notes (pre-generated, 5/s each); the fan-out column shows the relay
+latency to the other member, and after the drain every room's stored notes (its transcript) are
+compared with what the generator's documents hold.
 
 J1 (``bench/journey.py``) is of another kind: it loads a large SQLite file itself, then times
 single requests (search, journey, welcome) through one server; its own table is printed as it
@@ -430,7 +436,12 @@ def run_scenario(
                 node = MenteoServer(tmp, env)
                 servers.append(node)
                 node.start()
-            adapter = MenteoAdapter()
+            if sc.mode == "notes":
+                from bench.notes_load import NotesAdapter
+
+                adapter = NotesAdapter()
+            else:
+                adapter = MenteoAdapter()
         elif sc.target == "socketio":
             if importlib.util.find_spec("socketio") is None:
                 raise Skip("python-socketio is not installed (pip install -e '.[bench]')")
@@ -458,6 +469,8 @@ def run_scenario(
                 js.start()
         else:
             raise ValueError(sc.target)
+        if sc.mode == "notes" and sc.target != "menteo":
+            raise Skip("the notes scenario speaks only the menteo protocol")
         load = Load(
             rooms=sc.rooms,
             mode=sc.mode,
@@ -489,7 +502,15 @@ def run_scenario(
             profiler.pid = servers[0].pid
             Profiler.binary()
             hook = profiler.start
-        gen = LoadGen(adapter, servers, load, [s.pid for s in servers], on_measure_start=hook)
+        if sc.mode == "notes":
+            from bench.notes_load import NotesAdapter, NotesLoadGen
+
+            assert isinstance(adapter, NotesAdapter)
+            gen: LoadGen = NotesLoadGen(
+                adapter, servers, load, [s.pid for s in servers], on_measure_start=hook
+            )
+        else:
+            gen = LoadGen(adapter, servers, load, [s.pid for s in servers], on_measure_start=hook)
         result = runner.run(gen.run())
         result["servers_alive"] = all(s.alive() for s in servers)
         result["server_log_problems"] = log_problems(servers)
@@ -561,6 +582,10 @@ def row(r: dict[str, Any]) -> list[str]:
         notes.append(f"{r['errors']} error frames")
     if r.get("server_log_problems"):
         notes.append(f"{r['server_log_problems']} errors in server log")
+    if r.get("mode") == "notes":
+        from bench.notes_load import summary as notes_summary
+
+        notes += notes_summary(r)
     lag = (r.get("send_lag_ms") or {}).get("p99")
     if lag is not None and lag > 50:
         notes.append(f"generator late p99 {lag:.0f} ms")
@@ -572,7 +597,7 @@ def row(r: dict[str, Any]) -> list[str]:
         "-" if idle else fmt(r.get("sent_per_s"), 0),
         "-" if idle else fmt(r.get("delivered_per_s"), 0),
         "-" if idle else "/".join(fmt(f.get(k)) for k in ("p50", "p95", "p99", "max")),
-        "-" if idle else "/".join(fmt(a.get(k)) for k in ("p50", "p99")),
+        "-" if idle or not a else "/".join(fmt(a.get(k)) for k in ("p50", "p99")),
         "-" if idle else fmt(r.get("lost")),
         "-" if idle else fmt(r.get("dup")),
         fmt((r.get("connect_ms") or {}).get("p99")),
@@ -745,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
                 "target": sc.target,
                 "title": sc.title,
                 "mode": sc.mode,
-                "rate": sc.rate if sc.mode == "rate" else None,
+                "rate": sc.rate if sc.mode in ("rate", "notes") else None,
                 "window": sc.window if sc.mode == "saturate" else None,
                 "nodes": sc.nodes,
                 "store": "postgresql"
@@ -770,6 +795,8 @@ def main(argv: list[str] | None = None) -> int:
             res["wall_s"] = round(time.monotonic() - t0, 1)
             if args.smoke and (res.get("lost") or res.get("dup") or res.get("connect_failures")):
                 failed = True
+            if args.smoke and res.get("notes_rooms_stored") != res.get("notes_rooms_checked"):
+                failed = True  # S6: a room whose stored notes miss an update
             results.append(res)
             print(table([res]).splitlines()[-1], flush=True)
     text = table(results)

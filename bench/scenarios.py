@@ -1,5 +1,5 @@
-"""The scenarios of issue 5 (and J1, the journey at size of issue 9), and their tiny versions
-for ``--smoke``."""
+"""The scenarios of issue 5 (and J1, the journey at size of issue 9, and S6, the notes path of
+issue 11), and their tiny versions for ``--smoke``."""
 
 from __future__ import annotations
 
@@ -53,8 +53,10 @@ class Scenario:
     target: str  # "menteo" | "socketio" (the peer) | "node" (the JS peer) | "bare" (the ceiling)
     title: str
     rooms: int
-    mode: str = "rate"  # "rate" | "saturate" | "idle" | "journey" (J1: bench/journey.py)
-    rate: float = 1.0  # chats/s per client
+    # "rate" | "saturate" | "idle" | "journey" (J1: bench/journey.py) | "notes" (S6: notes
+    # updates instead of chats, at ``rate`` per client: bench/notes_load.py)
+    mode: str = "rate"
+    rate: float = 1.0  # chats/s per client (notes updates/s per client in mode "notes")
     window: int = 10  # outstanding acks per client
     nodes: int = 1
     cluster: bool = False  # Redis broker + PostgreSQL store (else memory broker + SQLite)
@@ -106,6 +108,21 @@ FULL: list[Scenario] = [
         warmup=3.0,
         seconds=5.0,
         deflate=True,
+    ),
+    # S6 (issue 11), the notes path: both members of each room type in the shared notes, 5 Yjs
+    # updates/s each (one small edit per update, as an editor sends them; pre-generated before
+    # the connections open). Every update must be relayed to the other member (relay latency
+    # p50-p99, target p99 <= 20 ms; lost, dup) and stored: after the drain, every room's
+    # transcript `notes` (computed by the server from its stored update rows while the session
+    # is live) must equal the text of all the updates both members sent, and the text each
+    # member's document converged to. Server CPU and RSS as for S2. See bench/notes_load.py.
+    Scenario(
+        "S6",
+        "menteo",
+        "500 rooms typing in the notes, 5 Yjs updates/s per client, SQLite",
+        500,
+        mode="notes",
+        rate=5.0,
     ),
     Scenario(
         "J1",

@@ -1,8 +1,10 @@
 """The benchmark harness works: its smoke mode drives a real server and accounts for every chat.
 
 No speed thresholds: only that S1 (fixed rate) and S4 (saturating) run at a tiny size, report
-a non-empty table, and that every chat was acked and reached the other member exactly once; and
-the same of S2-node, the Node.js Socket.IO peer driven by its own generator (bench/peers/node).
+a non-empty table, and that every chat was acked and reached the other member exactly once; the
+same of S2-node, the Node.js Socket.IO peer driven by its own generator (bench/peers/node); and
+of S6, the notes path: every notes update relayed to the other member exactly once, and every
+room's stored notes equal to what both members typed.
 """
 
 from __future__ import annotations
@@ -80,3 +82,31 @@ def test_bench_smoke_node(tmp_path: Path) -> None:
     assert r["server_cpu_pct"] is not None and r["server_rss_mib"] > 0, r
     assert r["closed_early"] == 0 and r["servers_alive"], r
     assert r["server_log_problems"] == 0, r
+
+
+def test_bench_smoke_s6_notes(tmp_path: Path) -> None:
+    report, stdout = smoke(tmp_path, "S6", "2", 90)
+    (r,) = report["results"]
+    assert r["scenario"] == "S6" and r["mode"] == "notes" and r["rate"] == 5.0, r
+    assert "error" not in r and "skipped" not in r, r
+    assert r["connected"] == r["connections"] == 10, r
+    assert r["sent"] > 0 and r["errors"] == 0 and r["error_codes"] == {}, r
+    assert r["lost"] == 0 and r["dup"] == 0 and r["unknown_relays"] == 0, r
+    assert r["relayed"] == r["delivered"] == r["sent"], r
+    assert r["script_exhausted"] == 0 and r["welcome_notes_not_empty"] == 0, r
+    for key in ("p50", "p95", "p99", "max"):
+        assert r["relay_ms"][key] is not None, r
+    assert r["relay_ms"]["n"] > 0 and r["relay_ms"] == r["fanout_ms"], r
+    # every room's stored notes hold every update of both members
+    assert r["notes_rooms_checked"] == 5, r
+    assert r["notes_rooms_stored"] == r["notes_rooms_converged"] == 5, r
+    assert r["notes_rooms_unread"] == 0 and r["notes_mismatch_examples"] == [], r
+    assert r["notes_chars_mean"] > 0, r
+    assert r["server_cpu_pct"] is not None and r["server_rss_mib"] > 0, r
+    assert r["gen_cpu_pct"] is not None, r
+    assert r["closed_early"] == 0 and r["servers_alive"], r
+    assert r["server_log_problems"] == 0, r
+    table = report["table"].splitlines()
+    assert len(table) == 3 and table[2].split()[0] == "S6", report["table"]
+    assert "stored 5/5 rooms" in table[2], report["table"]
+    assert report["table"] in stdout
