@@ -43,6 +43,7 @@ ITEMS = Item.__table__  # type: ignore[attr-defined]
 SEARCH = SearchEntry.__table__  # type: ignore[attr-defined]
 
 BUSY_TIMEOUT_MS = 10000
+WAL_KEPT = 64 * 1024 * 1024  # bytes of WAL file kept after a checkpoint starts it over
 ITEM_FIELDS = ("id", "text", "owner", "due", "state", "by", "session_id", "created_at")
 ITEM_CHANGES = ("state", "text", "owner", "due")
 # the kinds of stored event that change the items or the search index
@@ -64,6 +65,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     # no checkpoint inside a commit: _checkpoints() runs them beside the writer
     cur.execute("PRAGMA wal_autocheckpoint=0")
+    # a WAL started over keeps its file (commits overwrite blocks instead of growing a file),
+    # cut back to this size
+    cur.execute(f"PRAGMA journal_size_limit={WAL_KEPT}")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
@@ -213,6 +217,10 @@ class Store:
         self.checkpoint_every = 0.5  # seconds
         self.wal_reset_frames = 4096  # 16 MiB of 4 KiB pages
         self.reset_wait = 200  # ms
+        # RESTART, not TRUNCATE: the WAL keeps its file (up to WAL_KEPT), so the commits after
+        # a reset overwrite blocks instead of growing a file again; in a loop of batches of 5,
+        # the slowest 0.1 % of writes took 7-10 ms against 21 ms with TRUNCATE
+        self.reset_mode = "RESTART"
         self.wal_resets = self.wal_resets_missed = 0
         self._reset_wanted = False
         self._sync: Engine | None = None  # SQLite: the batch writer's engine, on ``_thread``
@@ -306,9 +314,9 @@ class Store:
         Under steady writes a passive checkpoint never finds the WAL idle, so SQLite never
         starts it over and it grows without end (1.2 GB in 70 s of S2 at 250 rooms, its index
         mapped into memory). Once it holds ``wal_reset_frames``, the next ``write`` runs a
-        TRUNCATE right after its commit, when no write is under way: it copies the little the
-        passive ones left and starts the WAL over, waiting for readers at most ``reset_wait``
-        ms.
+        RESTART checkpoint right after its commit, when no write is under way: it copies the
+        little the passive ones left and starts the WAL over, waiting for readers at most
+        ``reset_wait`` ms.
         """
         while True:
             await asyncio.sleep(every)
@@ -316,7 +324,7 @@ class Store:
                 _, frames, _ = await self._checkpoint("PASSIVE")
                 if frames >= self.wal_reset_frames:
                     # catch up first: each pass copies what came in during the last one, so
-                    # the writer's TRUNCATE finds almost nothing left to copy and stalls least
+                    # the writer's RESTART finds almost nothing left to copy and stalls least
                     for _ in range(8):
                         started = time.monotonic()
                         await self._checkpoint("PASSIVE")
@@ -766,7 +774,8 @@ class Store:
             with self._sync.connect() as conn:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={int(self.reset_wait)}")
                 try:
-                    row: Any = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                    sql = f"PRAGMA wal_checkpoint({self.reset_mode})"
+                    row: Any = conn.exec_driver_sql(sql).one()
                 finally:
                     conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             if int(row[0]):
