@@ -389,6 +389,22 @@ def log_problems(servers: list[Server]) -> int:
     return count
 
 
+def log_warnings(servers: list[Server], keep: int = 5) -> tuple[int, list[str]]:
+    """How many WARNING lines the server logs hold, and the first few of different kinds
+    (e.g. a failed notes compaction, a commit retried: not errors, but the load shows in them)."""
+    count, examples, kinds = 0, [], set()
+    for s in servers:
+        if s.log.exists():
+            for line in s.log.read_text(errors="replace").splitlines():
+                if line.startswith("WARNING"):
+                    count += 1
+                    kind = " ".join(line.split()[:3])
+                    if kind not in kinds and len(examples) < keep:
+                        kinds.add(kind)
+                        examples.append(line[:300])
+    return count, examples
+
+
 def log_excerpt(servers: list[Server], lines: int = 40) -> str:
     """The first error of each server log with what follows it, to say what went wrong."""
     parts = []
@@ -514,6 +530,10 @@ def run_scenario(
         result = runner.run(gen.run())
         result["servers_alive"] = all(s.alive() for s in servers)
         result["server_log_problems"] = log_problems(servers)
+        if sc.mode == "notes":
+            warned, said = log_warnings(servers)
+            result["server_log_warnings"] = warned
+            result["server_log_warning_examples"] = said
         if result["server_log_problems"]:
             result["server_log_excerpt"] = log_excerpt(servers)
         if profiler is not None:
