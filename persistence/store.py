@@ -183,7 +183,15 @@ class EndSession:
     ended_at: float
 
 
-WriteOp = StoredEvent | StoredNotes | EndSession
+@dataclass(frozen=True)
+class CompactNotes:
+    """Fold a session's stored notes updates into one row and refresh its notes in the search
+    index (inside the writer's batch: no transaction of its own contends with the writer)."""
+
+    session_id: str
+
+
+WriteOp = StoredEvent | StoredNotes | EndSession | CompactNotes
 
 VOID = "void"
 
@@ -733,22 +741,23 @@ class Store:
     async def compact_notes(self, session_id: str) -> int:
         """Fold a session's stored updates into one snapshot row and refresh the session's
         notes in the search index; return rows removed."""
-        async with self.engine.begin() as conn:
-            q = select(NOTES.c.id, NOTES.c.data).where(NOTES.c.session_id == session_id)
-            rows = (await conn.execute(q.order_by(NOTES.c.id))).all()
-            if not rows:
-                return 0
-            doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
-            notes = doc.get("notes", type=pycrdt.Text)
-            for _, data in rows:
-                doc.apply_update(bytes(data))
-            await conn.run_sync(self._index_notes, session_id, str(notes), None)
-            if len(rows) < 2:
-                return 0
-            ids = [r[0] for r in rows]
-            await conn.execute(delete(NOTES).where(NOTES.c.id.in_(ids)))
-            await conn.execute(insert(NOTES).values(session_id=session_id, data=doc.get_update()))
-            return len(rows) - 1
+        return await self._run(self._compact, session_id, write=True)
+
+    def _compact(self, conn: Connection, session_id: str) -> int:
+        q = select(NOTES.c.id, NOTES.c.data).where(NOTES.c.session_id == session_id)
+        rows = conn.execute(q.order_by(NOTES.c.id)).all()
+        if not rows:
+            return 0
+        doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+        notes = doc.get("notes", type=pycrdt.Text)
+        for _, data in rows:
+            doc.apply_update(bytes(data))
+        self._index_notes(conn, session_id, str(notes), None)
+        if len(rows) < 2:
+            return 0
+        conn.execute(delete(NOTES).where(NOTES.c.id.in_([r[0] for r in rows])))
+        conn.execute(insert(NOTES).values(session_id=session_id, data=doc.get_update()))
+        return len(rows) - 1
 
     # the batch writer ------------------------------------------------------------------------
     async def write(self, ops: Sequence[WriteOp]) -> list[StoredEvent]:
@@ -836,12 +845,20 @@ class Store:
                     stored[key] -= 1
                 else:
                     rejected.append(o)
-        if notes:
+        if notes and self.dialect == "sqlite":
+            with _driver_cursor(conn) as cursor:
+                cursor.executemany(
+                    "INSERT INTO notes_updates (session_id, data) VALUES (?, ?)",
+                    [(n["session_id"], n["data"]) for n in notes],
+                )
+        elif notes:
             conn.execute(insert(NOTES), notes)
         refused = {id(o) for o in rejected}
         followed = [o for o in events if o.kind in JOURNEY_KINDS and id(o) not in refused]
         if followed:
             self._follow(conn, followed)
+        for session_id in dict.fromkeys(o.session_id for o in ops if isinstance(o, CompactNotes)):
+            self._compact(conn, session_id)
         ends: dict[str, float] = {}
         for op in ops:
             if isinstance(op, EndSession):

@@ -10,7 +10,7 @@ from typing import Protocol
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from persistence.cancel import reraise_cancel
-from persistence.store import EndSession, Store, StoredEvent, WriteOp
+from persistence.store import CompactNotes, EndSession, Store, StoredEvent, WriteOp
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ def describe(op: WriteOp) -> str:
         )
     if isinstance(op, EndSession):
         return f"end session={op.session_id}"
+    if isinstance(op, CompactNotes):
+        return f"notes compaction session={op.session_id}"
     return f"notes update session={op.session_id} data={len(op.data)} bytes"
 
 

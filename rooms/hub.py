@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from persistence.store import EndSession, Store
+from persistence.store import CompactNotes, EndSession, Store
 from persistence.writer import Writer, WriterUnavailable, transient
 from rooms.broker import Broker, BrokerUnavailable
 from rooms.codec import Format, Frame
@@ -462,7 +462,7 @@ class Hub:
             if isinstance(effect, ReloadNotes):
                 return room.notes_reloaded(await self.store.notes_updates(room.session_id))
             if isinstance(effect, Compact):
-                await self.store.compact_notes(room.session_id)
+                await self.writer.write(CompactNotes(room.session_id))
                 return room.compacted()
         except asyncio.CancelledError:
             raise

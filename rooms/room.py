@@ -14,6 +14,7 @@ from 1 to head is an event: a gap that stays open past ``GAP_DEADLINE`` is voide
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class Config:
     session_grace: float = 600.0
     sweep_interval: float = 5.0
     notes_compact_every: int = 200
+    # each room compacts after every..every*(1+jitter) updates, by its session id: rooms that
+    # started together (a programme's hour) do not all compact at once (S6 stalled for 4 s)
+    notes_compact_jitter: float = 0.5
     notes_max_update: int = 256 * 1024
     notes_max_bytes: int = 1024 * 1024
 
@@ -730,11 +734,17 @@ class Room:
     def _compact_if_due(self) -> list[Effect]:
         # counted from the last compaction's start: updates stored while one runs are not
         # forgotten, the next one starts as it ends
-        if self._compacting or self._notes_count < self.config.notes_compact_every:
+        if self._compacting or self._notes_count < self._compact_at:
             return []
         self._compacting = True
         self._notes_count = 0
         return [Compact()]
+
+    @property
+    def _compact_at(self) -> int:
+        every = self.config.notes_compact_every
+        spread = zlib.crc32(self.session_id.encode()) / 2**32 * self.config.notes_compact_jitter
+        return every + int(every * spread)
 
     def compacted(self) -> list[Effect]:
         """The store folded the notes rows; compact again at once if enough came meanwhile."""

@@ -394,7 +394,7 @@ def test_notes_are_merged_and_relayed_only_once_stored() -> None:
 
 
 def test_notes_stored_during_a_compaction_start_the_next_as_it_ends() -> None:
-    room = make_room(config=Config(notes_compact_every=3))
+    room = make_room(config=Config(notes_compact_every=3, notes_compact_jitter=0))
     d = Driver(room)
     d.connect("c1", MENTOR)
     first = [
@@ -407,6 +407,28 @@ def test_notes_stored_during_a_compaction_start_the_next_as_it_ends() -> None:
     assert all(c == [] for c in during)  # never two at once
     assert room.compacted() == [Compact()]  # seven came meanwhile: the next starts at once
     assert room.compacted() == []  # none since
+
+
+def test_rooms_compact_after_a_number_of_updates_spread_by_session() -> None:
+    def first_compaction(session: str) -> int:
+        room = Room(
+            "pair-1",
+            session,
+            {MENTOR.id: MENTOR, MENTEE.id: MENTEE},
+            "node-a",
+            config=Config(notes_compact_every=20),
+        )
+        d = Driver(room)
+        d.connect("c1", MENTOR)
+        for i in range(1, 40):
+            if of(d.frame("c1", {"t": "notes", "u": notes_update(f"u{i}")}), Compact):
+                return i
+        raise AssertionError("no compaction within 39 updates")
+
+    at = [first_compaction(f"session-{n}") for n in range(12)]
+    assert all(20 <= n <= 30 for n in at), at
+    assert len(set(at)) >= 4, at  # rooms that started together do not compact together
+    assert first_compaction("session-3") == at[3]  # the same session, the same point
 
 
 def test_notes_that_fail_to_store_are_not_merged_and_the_sender_is_told() -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from persistence.store import (
+    CompactNotes,
     EndSession,
     PairRecord,
     Store,
@@ -515,6 +516,22 @@ async def test_compact_notes_keeps_the_text(store: Store) -> None:
     assert notes_text(await store.notes_updates(sid)) == before + "after compaction"
     assert await store.compact_notes(sid) == 1
     assert notes_text(await store.notes_updates(sid)) == before + "after compaction"
+
+
+async def test_a_compaction_rides_in_a_write_batch(store: Store) -> None:
+    pair, sid = await new_session(store)
+    _, other_sid = await new_session(store)
+    ours = edits(*(f"line {i}\n" for i in range(12)))
+    await store.write([StoredNotes(sid, u) for u in ours[:8]])
+    # the batch's own updates come before its compaction, and are folded in too
+    later = [StoredNotes(sid, u) for u in ours[8:]]
+    await store.write([*later, CompactNotes(sid), CompactNotes(sid), CompactNotes(other_sid)])
+    rows = await store.notes_updates(sid)
+    assert len(rows) == 1
+    assert notes_text(rows) == "".join(f"line {i}\n" for i in range(12))
+    assert await store.notes_updates(other_sid) == []
+    found = await store.search(pair.id, "line", 5)
+    assert [r["kind"] for r in found] == ["notes"]
 
 
 async def test_compact_notes_of_an_empty_session(store: Store) -> None:
