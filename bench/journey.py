@@ -821,22 +821,11 @@ def run_journey(
 
 
 def code_state() -> dict[str, Any]:
-    """The commit measured, and whether the store had changes not committed yet."""
-    import subprocess
+    """The commit measured, and whether the product had changes not committed yet."""
+    from bench.proc import git_state
 
-    from bench.proc import ROOT
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-            return done.stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted": git("status", "--porcelain", "--", "persistence", "server", "rooms"),
-    }
+    state = git_state()
+    return {"commit": state["commit"], "uncommitted": "\n".join(state["uncommitted"])}
 
 
 def targets(r: dict[str, Any]) -> dict[str, Any]:

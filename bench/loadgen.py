@@ -279,6 +279,9 @@ class LoadGen:
         self.pairs: list[tuple[Member, Member]] = []
         self.members: list[Member] = []
         self.fanout: list[float] = []  # seconds
+        # the same, by interval of the window (a soak's minutes): is the tail where it was?
+        self.fanout_by_interval: dict[int, list[float]] = {}
+        self.interval_ns = 60 * 10**9
         self.acklat: list[float] = []
         self.lag: list[float] = []  # how late the generator sent, rate mode
         self.connect_lat: list[float] = []
@@ -356,7 +359,11 @@ class LoadGen:
                     m.seen.add(n)
                     self.total_delivered += 1
                     if self.w0 <= t_ns < self.w1:
-                        self.fanout.append((t - t_ns) / 1e9)
+                        lat = (t - t_ns) / 1e9
+                        self.fanout.append(lat)
+                        self.fanout_by_interval.setdefault(
+                            (t_ns - self.w0) // self.interval_ns, []
+                        ).append(lat)
                     if self.w0 <= t < self.w1:
                         self.delivered_in_window += 1
                 elif kind == ACK:
@@ -521,6 +528,7 @@ class LoadGen:
         offset_ns = time.perf_counter_ns() - int(loop.time() * 1e9)
         self.w0 = int((start + load.warmup) * 1e9) + offset_ns
         self.w1 = int(stop * 1e9) + offset_ns
+        self.interval_ns = int(min(60.0, load.seconds / 3) * 1e9)
         senders = [asyncio.create_task(self._sender(m, start, stop)) for m in senders_of]
         await asyncio.sleep(max(0.0, start + load.warmup - loop.time()))
         self.measuring = True
@@ -528,7 +536,7 @@ class LoadGen:
             self.on_measure_start()
         w_start = await self._window()
         kinds_start = [memory_kinds(p) for p in self.pids]
-        timeline = await self._rss_timeline(stop, loop)
+        timeline, cpu_points = await self._rss_timeline(stop, loop)
         w_end = await self._window()
         kinds_end = [memory_kinds(p) for p in self.pids]
         self.measuring = False
@@ -564,6 +572,7 @@ class LoadGen:
             "ack_ms": percentiles(self.acklat, 1000),
             "send_lag_ms": percentiles(self.lag, 1000),
             "rss_timeline_mib": timeline,
+            "intervals": self._intervals(timeline, cpu_points),
             "rss_kinds_mib": {"start": kinds_start, "end": kinds_end},
         }
         if len(timeline) >= 2:  # memory after warm-up: flat means the rooms hold bounded state
@@ -573,19 +582,49 @@ class LoadGen:
 
     async def _rss_timeline(
         self, stop: float, loop: asyncio.AbstractEventLoop
-    ) -> list[tuple[float, float]]:
-        """Server RSS (MiB, all nodes) about 30 times over the window, until ``stop``."""
+    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Server RSS (MiB, all nodes) about 30 times over the window, until ``stop``; and the
+        servers' CPU seconds at the same moments."""
         every = max(1.0, self.load.seconds / 30)
         t0 = loop.time()
         points: list[tuple[float, float]] = []
+        cpu: list[tuple[float, float]] = []
         while True:
             if self.pids:
-                rss = sum(sample(p).rss for p in self.pids) / 2**20
-                points.append((round(loop.time() - t0, 1), round(rss, 1)))
+                sampled = [sample(p) for p in self.pids]
+                t = round(loop.time() - t0, 1)
+                points.append((t, round(sum(x.rss for x in sampled) / 2**20, 1)))
+                cpu.append((t, sum(x.cpu for x in sampled)))
             left = stop - loop.time()
             if left <= 0:
-                return points
+                return points, cpu
             await asyncio.sleep(min(every, left))
+
+    def _intervals(
+        self, timeline: list[tuple[float, float]], cpu: list[tuple[float, float]]
+    ) -> list[dict[str, Any]]:
+        """The window cut into intervals (a minute each in a soak, a third of the window in a
+        short run): server CPU %, fan-out latency and RSS in each, to see whether they drift."""
+        step = self.interval_ns / 1e9
+        out: list[dict[str, Any]] = []
+        for k in range(max(1, round(self.load.seconds / step))):
+            lo, hi = k * step, (k + 1) * step
+            inside = [(t, c) for t, c in cpu if lo - step / 10 <= t <= hi + step / 10]
+            pct = None
+            if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+                (ta, ca), (tb, cb) = inside[0], inside[-1]
+                pct = round(100 * (cb - ca) / (tb - ta), 1)
+            rss = [m for t, m in timeline if lo <= t <= hi]
+            out.append(
+                {
+                    "t_s": round(hi, 1),
+                    "seconds": round(step, 1),
+                    "server_cpu_pct": pct,
+                    "fanout_ms": percentiles(self.fanout_by_interval.get(k, []), 1000),
+                    "server_rss_mib": rss[-1] if rss else None,
+                }
+            )
+        return out
 
 
 def loop_factory(uvloop: bool = True) -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:

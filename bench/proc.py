@@ -239,3 +239,22 @@ class BareServer(Server):
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "bench.peers.bare_ws", "--port", str(self.port)]
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and what of the product or the bench was not committed yet."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+            return done.stdout.strip()
+        except OSError:
+            return ""
+
+    paths = ("persistence", "server", "rooms", "signaling", "bench", "pyproject.toml")
+    uncommitted = [line for line in git("status", "--porcelain", "--", *paths).splitlines()]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(uncommitted),
+        "uncommitted": uncommitted,
+    }

@@ -76,6 +76,7 @@ from bench.proc import (
     PeerServer,
     ProcSample,
     Server,
+    git_state,
     machine_cpu,
     memory_kinds,
     raise_nofile,
@@ -774,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         "generator_loop": loop_name,
         "note": "load generator and servers share the machine's cores; one generator process",
         "machine": machine(),
+        "git": git_state(),
         "nofile": nofile,
     }
     print(
