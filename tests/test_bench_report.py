@@ -258,9 +258,10 @@ def test_cost_curve(everything: tuple[list[Path], Path, Path]) -> None:
     assert medians[1000].median == pytest.approx(statistics.median(at_1000))
     assert sorted(medians[1000].values) == pytest.approx(sorted(at_1000))  # not the soak
     flat = checks_by_name(rep)[
-        "Cost: S2's CPU per delivered message stays flat from 250 to 2,000 rooms"
+        "Cost: S2's CPU per delivered message does not grow from 250 to 2,000 rooms"
     ]
-    assert flat.median == pytest.approx(statistics.median(at_1000) / cpu_ms(11.0, 500.0))
+    # against the smallest size's: a cost that falls as rooms grow is flat or better
+    assert flat.median == pytest.approx(0.25 / 0.22)  # 1,000 rooms' median over 250 rooms'
     assert flat.met is True
     # a line per run: the k-th run at each size
     lines = report.cost_series(rep.cost)
