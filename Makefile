@@ -10,7 +10,7 @@ NODE_STAMP := static/node_modules/.installed
 BUNDLE := static/dist/.built
 CLIENT_SRC := $(wildcard static/src/*.js)
 
-.PHONY: run test lint setup clean web bench bench-smoke
+.PHONY: run test lint setup clean web bench bench-smoke bench-report
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +61,8 @@ bench: $(BENCH_STAMP)
 
 bench-smoke: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
+
+# docs/benchmarks.md and its charts, generated from the results kept in docs/bench/results/
+# (copy a run's JSON there from bench/results/ to publish it); never edited by hand.
+bench-report: $(STAMP)
+	$(BIN)/python -m bench.report docs/bench/results/*.json --out docs/benchmarks.md --charts docs/bench
