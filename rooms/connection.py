@@ -69,7 +69,58 @@ class Fill:
 Loader = Callable[[int, int], Awaitable[list[tuple[int, bytes]]]]
 
 
+class Done:
+    """Set once, never cleared: what ``asyncio.Event`` offers here, without its waiter deque
+    (memory per idle connection). Waiting is rare; its event is made only then."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: asyncio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
+        await self._event.wait()
+
+
 class Connection:
+    # Slots, a queue made only while something waits in it, no event and no finished task
+    # kept: memory per idle connection (bench S5).
+    __slots__ = (
+        "_bytes",
+        "_close_after",
+        "_closer",
+        "_loader",
+        "_max_bytes",
+        "_max_items",
+        "_queue",
+        "_started",
+        "_task",
+        "closed",
+        "delivered",
+        "done",
+        "fmt",
+        "id",
+        "metrics",
+        "on_done",
+        "pair_id",
+        "session_id",
+        "transport",
+        "user_id",
+    )
+
     def __init__(
         self,
         transport: Transport,
@@ -92,15 +143,15 @@ class Connection:
         self.delivered = 0
         self.closed: tuple[int, str] | None = None
         self._loader = loader
-        self._queue: deque[Outgoing | Fill] = deque()
+        self._queue: deque[Outgoing | Fill] | None = None  # None while empty
         self._bytes = 0
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._started = False
         self._close_after: tuple[int, str] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the writer, while it runs
         self._closer: asyncio.Task[None] | None = None
-        self.done = asyncio.Event()  # set once the connection is over: stop reading from it
+        self.done = Done()  # set once the connection is over: stop reading from it
         self.on_done: Callable[[], None] | None = None  # called once, as ``done`` is set
 
     def _over(self) -> None:
@@ -124,6 +175,8 @@ class Connection:
     def push(self, item: Outgoing | Fill) -> None:
         if self.closed or self._close_after:
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(item)
         if isinstance(item, Outgoing):
             self._bytes += item.size()
@@ -151,7 +204,7 @@ class Connection:
         if self.closed:
             return
         self.closed = (code, reason)
-        self._queue.clear()
+        self._queue = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
@@ -172,6 +225,8 @@ class Connection:
         try:
             while self._queue:
                 item = self._queue.popleft()
+                if not self._queue:
+                    self._queue = None  # an empty deque is most of a kilobyte
                 if isinstance(item, Fill):
                     await self._fill(item.upto)
                     continue
@@ -196,6 +251,9 @@ class Connection:
             if not self.closed:
                 self.closed = (Close.GOING_AWAY, "send failed")
             self._over()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None  # a finished task (and its coroutine) is not kept
 
     async def _fill(self, upto: int) -> None:
         while self.delivered < upto:

@@ -52,12 +52,14 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     from server.app import create_app
     from server.security import SecurityHeaders
+    from server.ws import SocketProtocol
 
     config = uvicorn.Config(
         # outermost too, so that even a 500 from Starlette's error middleware has the headers
         SecurityHeaders(create_app(settings)),
         host=host,
         port=port,
+        ws=SocketProtocol,  # uvicorn's websockets-sansio protocol, lighter per idle socket
         ws_max_size=settings.max_frame,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
