@@ -410,3 +410,19 @@ def test_nice_ticks() -> None:
     assert report.nice_ticks(0, 0.48) == pytest.approx([0, 0.1, 0.2, 0.3, 0.4, 0.5])
     ticks = report.nice_ticks(188.0, 215.6)
     assert ticks[0] <= 188.0 and ticks[-1] >= 215.6 and len(ticks) <= 8
+
+
+def test_benchmarks_md_is_what_the_kept_results_give(tmp_path: Path) -> None:
+    """docs/benchmarks.md and its charts are never edited by hand: regenerated from the results
+    kept in docs/bench/results/, they come out the same (``make bench-report``)."""
+    root = Path(__file__).resolve().parent.parent
+    kept = sorted((root / "docs" / "bench" / "results").glob("*.json"))
+    assert kept, "no results kept in docs/bench/results/"
+    out = tmp_path / "docs" / "benchmarks.md"
+    charts = tmp_path / "docs" / "bench"
+    assert report.main([*map(str, kept), "--out", str(out), "--charts", str(charts)]) == 0
+    published = (root / "docs" / "benchmarks.md").read_text().splitlines()
+    # the first line says which command made it; the paths in it differ here
+    assert out.read_text().splitlines()[1:] == published[1:]
+    for svg in sorted(charts.glob("*.svg")):
+        assert svg.read_text() == (root / "docs" / "bench" / svg.name).read_text(), svg.name
