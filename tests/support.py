@@ -55,10 +55,13 @@ class ServerProcess:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)]
+
     def start(self, timeout: float = 30.0) -> ServerProcess:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)],
+            self.argv(),
             cwd=self.workdir,
             env={**self.env, "PYTHONPATH": str(ROOT)},
             stdout=out,

@@ -35,17 +35,15 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 import tracemalloc
-import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from server.ws import Flag, Inbox
-from tests.support import ROOT, Client, ServerProcess
+from tests.support import Client, ServerProcess
 
 ROOMS = 100  # measured: 2 connections each
 WARM_ROOMS = 10  # opened (and kept) before the first report: first-time caches, imports
@@ -56,32 +54,18 @@ REPORT = "MENTEO_TEST_MEMORY_REPORT"
 class MeasuredServer(ServerProcess):
     """``menteo-rooms serve`` under tracemalloc, reporting its memory on SIGUSR1."""
 
-    def start(self, timeout: float = 60.0) -> MeasuredServer:
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.test_conn_memory", "--port", str(self.port)],
-            cwd=self.workdir,
-            env={
-                **self.env,
-                "PYTHONPATH": str(ROOT),
-                "MENTEO_RATE_LIMIT": "0",
-                REPORT: str(self.workdir / "memory"),
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__(
+            workdir,
+            env={**(env or {}), "MENTEO_RATE_LIMIT": "0", REPORT: str(workdir / "memory")},
         )
-        out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.http + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"server did not become healthy:\n{self.log.read_text()[-3000:]}")
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "tests.test_conn_memory", "--port", str(self.port)]
+
+    def start(self, timeout: float = 60.0) -> MeasuredServer:
+        super().start(timeout)
+        return self
 
     async def report(self, n: int, timeout: float = 60.0) -> dict[str, Any]:
         """Ask for report ``n`` and wait for it."""
