@@ -4,7 +4,8 @@ No speed thresholds: only that S1 (fixed rate) and S4 (saturating) run at a tiny
 a non-empty table, and that every chat was acked and reached the other member exactly once; the
 same of S2-node, the Node.js Socket.IO peer driven by its own generator (bench/peers/node); and
 of S6, the notes path: every notes update relayed to the other member exactly once, and every
-room's stored notes equal to what both members typed.
+room's stored notes equal to what both members typed; and of J1, the journey at size (issue 9),
+which had stopped working unnoticed once joins were limited.
 """
 
 from __future__ import annotations
@@ -110,3 +111,19 @@ def test_bench_smoke_s6_notes(tmp_path: Path) -> None:
     assert len(table) == 3 and table[2].split()[0] == "S6", report["table"]
     assert "stored 5/5 rooms" in table[2], report["table"]
     assert report["table"] in stdout
+
+
+def test_bench_smoke_j1_journey(tmp_path: Path) -> None:
+    """J1 (issue 9) at a tiny size: it loads its own file through the store, then every search
+    answers, every welcome carries the pair's open items, cold joins find the room dropped, and
+    the room build's store calls are the ones the hub makes."""
+    report, _ = smoke(tmp_path, "J1", "1", 120)
+    (r,) = report["results"]
+    assert r["scenario"] == "J1" and "error" not in r, r
+    assert r["search_errors"] == 0 and r["search_ms"]["n"] == r["queries"] > 0, r
+    assert r["welcome_items"] == [r["open_items"]], r
+    assert r["welcome_warm_ms"]["n"] > 0 and r["welcome_cold_ms"]["n"] > 0, r
+    assert r["welcome_cold_not_dropped"] == 0, r
+    assert r["journey_sessions"] > 0 and r["journey_items"] > 0, r
+    assert set(r["build_store_calls_direct_ms"]) == {"enter", "room_state", "total"}, r
+    assert r["server_log_problems"] == 0 and r["servers_alive"], r
