@@ -389,9 +389,12 @@ class LoadGen:
         except ConnectionClosed:
             pass
         finally:
-            m.close_code = ws.close_code if ws.close_code is not None else -1
-            if not self.stopping:
-                self.closed_early += 1
+            self._reader_done(m, ws)
+
+    def _reader_done(self, m: Member, ws: ClientConnection) -> None:
+        m.close_code = ws.close_code if ws.close_code is not None else -1
+        if not self.stopping:
+            self.closed_early += 1
 
     async def _send(self, m: Member) -> None:
         assert m.ws is not None

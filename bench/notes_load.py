@@ -255,9 +255,7 @@ class NotesLoadGen(LoadGen):
         except ConnectionClosed:
             pass
         finally:
-            m.close_code = ws.close_code if ws.close_code is not None else -1
-            if not self.stopping:
-                self.closed_early += 1
+            self._reader_done(m, ws)
 
     def _settled(self) -> bool:
         return self.total_delivered >= self.total_sent
