@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgpack
 import pycrdt
-from sqlalchemy import create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import and_, create_engine, delete, event, func, insert, or_, select, true, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -480,7 +480,7 @@ class Store:
         )
         goal = (
             select(ev.c.body)
-            .where(ev.c.session_id == SESSIONS.c.id, ev.c.kind == "goal")
+            .where(ev.c.session_id == SESSIONS.c.id, _of_kind(ev, "goal"))
             .order_by(ev.c.seq.desc())
             .limit(1)
             .scalar_subquery()
@@ -514,7 +514,7 @@ class Store:
     def _last_body(self, conn: Connection, session_id: str, kind: str) -> dict[str, Any] | None:
         q = (
             select(EVENTS.c.body)
-            .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == kind)
+            .where(EVENTS.c.session_id == session_id, _of_kind(EVENTS, kind))
             .order_by(EVENTS.c.seq.desc())
             .limit(1)
         )
@@ -537,7 +537,7 @@ class Store:
             missing = [seq for seq in range(1, head + 1) if seq not in stored]
         presence_q = (
             select(EVENTS.c.user_id, EVENTS.c.body, EVENTS.c.seq)
-            .where(where, EVENTS.c.kind == "presence")
+            .where(where, _of_kind(EVENTS, "presence"))
             .order_by(EVENTS.c.seq)
         )
         presence = {
@@ -613,7 +613,7 @@ class Store:
         """Each member's last presence state and the seq of that event."""
         q = (
             select(EVENTS.c.user_id, EVENTS.c.body, EVENTS.c.seq)
-            .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == "presence")
+            .where(EVENTS.c.session_id == session_id, _of_kind(EVENTS, "presence"))
             .order_by(EVENTS.c.seq)
         )
         async with self.engine.connect() as conn:
@@ -626,6 +626,7 @@ class Store:
             select(EVENTS)
             .join(SESSIONS, SESSIONS.c.id == EVENTS.c.session_id)
             .where(SESSIONS.c.pair_id == pair_id, EVENTS.c.kind.in_(sorted(kinds)))
+            .where(EVENTS.c.kind != "chat" if "chat" not in kinds else true())
             .order_by(SESSIONS.c.started_at, SESSIONS.c.id, EVENTS.c.seq)
         )
         async with self.engine.connect() as conn:
@@ -998,7 +999,7 @@ class Store:
             update(SEARCH)
             .where(
                 SEARCH.c.session_id == created_in,
-                SEARCH.c.kind == "item",
+                _of_kind(SEARCH, "item"),
                 SEARCH.c.ref == item_id,
             )
             .values(text=new_text)
@@ -1012,13 +1013,13 @@ class Store:
         the entry there is unless it is that one already; return the entry to insert."""
         q = (
             select(EVENTS.c.seq, EVENTS.c.ts, EVENTS.c.body)
-            .where(EVENTS.c.session_id == session_id, EVENTS.c.kind == "goal")
+            .where(EVENTS.c.session_id == session_id, _of_kind(EVENTS, "goal"))
             .order_by(EVENTS.c.seq.desc())
             .limit(1)
         )
         last = (conn.execute(q)).first()
         goal = _goal_text(last[2]) if last else None
-        where = (SEARCH.c.session_id == session_id, SEARCH.c.kind == "goal")
+        where = (SEARCH.c.session_id == session_id, _of_kind(SEARCH, "goal"))
         indexed = (conn.execute(select(SEARCH.c.seq).where(*where))).scalars().all()
         if last is not None and goal and list(indexed) == [last[0]]:
             return None  # a goal stored late, older than the one indexed: nothing changes
@@ -1040,7 +1041,7 @@ class Store:
         """Replace the session's notes entry (none for empty notes); ``ts`` defaults to the
         session's end, else its last activity, else its start."""
         conn.execute(
-            delete(SEARCH).where(SEARCH.c.session_id == session_id, SEARCH.c.kind == "notes")
+            delete(SEARCH).where(SEARCH.c.session_id == session_id, _of_kind(SEARCH, "notes"))
         )
         if not notes.strip():
             return
@@ -1091,6 +1092,13 @@ def _sqlite_insert_events(rows: int) -> str:
         f"VALUES {values} ON CONFLICT DO NOTHING "
         "RETURNING session_id, seq, kind, user_id, client_id"
     )
+
+
+def _of_kind(table: Any, kind: str) -> Any:
+    """``kind = K`` for a kind other than chat, with the by-kind index's own condition: SQLite
+    uses a partial index only for a query that states its condition."""
+    assert kind != "chat", "chats are not in the by-kind indexes"
+    return and_(table.c.kind == kind, table.c.kind != "chat")
 
 
 def _entry(
