@@ -117,19 +117,31 @@ class SearchEntry(SQLModel, table=True):
     text: str
 
 
-# The same statements as migration 0002, so that ``create_all`` makes the migrated schema.
+# FTS5 over search_entries (external content). Entries up to ``search_indexed.upto`` are in the
+# index; later ones are added in bulk by the store (``Store._index``). The triggers keep indexed
+# rows in step, leave the others to that bulk step, and lower the mark to the table's highest id
+# on a delete, so that an id SQLite gives again (the highest was deleted) is never taken for
+# indexed. The same statements as migrations 0002 and 0004, so that ``create_all`` makes the
+# migrated schema.
+SQLITE_INDEXED = "(SELECT upto FROM search_indexed)"
+SQLITE_SEARCH_TRIGGERS = (
+    "CREATE TRIGGER search_entries_ad AFTER DELETE ON search_entries BEGIN "
+    "INSERT INTO search_fts(search_fts, rowid, pair_id, text) "
+    f"SELECT 'delete', old.id, old.pair_id, old.text WHERE old.id <= {SQLITE_INDEXED}; "
+    "UPDATE search_indexed "
+    "SET upto = min(upto, coalesce((SELECT max(id) FROM search_entries), 0)); END",
+    "CREATE TRIGGER search_entries_au AFTER UPDATE ON search_entries BEGIN "
+    "INSERT INTO search_fts(search_fts, rowid, pair_id, text) "
+    f"SELECT 'delete', old.id, old.pair_id, old.text WHERE old.id <= {SQLITE_INDEXED}; "
+    "INSERT INTO search_fts(rowid, pair_id, text) "
+    f"SELECT new.id, new.pair_id, new.text WHERE new.id <= {SQLITE_INDEXED}; END",
+)
 SQLITE_SEARCH_DDL = (
     "CREATE VIRTUAL TABLE search_fts USING fts5(pair_id, text, content='search_entries', "
     "content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER search_entries_ai AFTER INSERT ON search_entries BEGIN "
-    "INSERT INTO search_fts(rowid, pair_id, text) VALUES (new.id, new.pair_id, new.text); END",
-    "CREATE TRIGGER search_entries_ad AFTER DELETE ON search_entries BEGIN "
-    "INSERT INTO search_fts(search_fts, rowid, pair_id, text) "
-    "VALUES ('delete', old.id, old.pair_id, old.text); END",
-    "CREATE TRIGGER search_entries_au AFTER UPDATE ON search_entries BEGIN "
-    "INSERT INTO search_fts(search_fts, rowid, pair_id, text) "
-    "VALUES ('delete', old.id, old.pair_id, old.text); "
-    "INSERT INTO search_fts(rowid, pair_id, text) VALUES (new.id, new.pair_id, new.text); END",
+    "CREATE TABLE search_indexed (id INTEGER PRIMARY KEY CHECK (id = 1), upto INTEGER NOT NULL)",
+    "INSERT INTO search_indexed (id, upto) VALUES (1, 0)",
+    *SQLITE_SEARCH_TRIGGERS,
 )
 POSTGRESQL_SEARCH_DDL = (
     "ALTER TABLE search_entries ADD COLUMN tsv tsvector "
@@ -147,6 +159,7 @@ def _create_search_index(target: Any, connection: Connection, **kw: Any) -> None
 def _drop_search_index(target: Any, connection: Connection, **kw: Any) -> None:
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("DROP TABLE IF EXISTS search_fts")
+        connection.exec_driver_sql("DROP TABLE IF EXISTS search_indexed")
 
 
 event.listen(SearchEntry.__table__, "after_create", _create_search_index)  # type: ignore[attr-defined]

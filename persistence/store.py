@@ -55,6 +55,8 @@ SESSION_CACHE = 4096  # session -> pair ids remembered by the writer's path
 ENTRY_COLUMNS = ("pair_id", "session_id", "kind", "seq", "ref", "ts", "text")
 SQLITE_ROWS = 500  # events in one INSERT (7 parameters each, below SQLite's 32,766)
 READERS = 2  # SQLite: threads (each with its own connection) for the room build's reads
+# SQLite: search entries that wait for the FTS index before a batch adds them all (see _index)
+INDEX_AFTER = 256
 
 T = TypeVar("T")
 
@@ -232,10 +234,14 @@ class Store:
         self.wal_resets = self.wal_resets_missed = 0
         self._reset_wanted = False
         self._sync: Engine | None = None  # SQLite: the batch writer's engine, on ``_thread``
+        self._wconn: Connection | None = None  # its one connection, kept (see ``_writing``)
         self._thread: ThreadPoolExecutor | None = None
         self._reader: Engine | None = None  # SQLite: the room build's engine, on ``_readers``
         self._readers: ThreadPoolExecutor | None = None
         self._pair_of: dict[str, str] = {}  # session id -> pair id (never changes)
+        self._unindexed = (
+            INDEX_AFTER  # SQLite: entries perhaps not in the FTS index (at start: some)
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -299,6 +305,8 @@ class Store:
             self._checkpointer = None
             with contextlib.suppress(Exception):
                 await self._checkpoint("TRUNCATE")
+        if self._wconn is not None and self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_writing)
         if self._sync is not None:
             self._sync.dispose()
             self._sync = None
@@ -378,9 +386,26 @@ class Store:
             return fn(conn, *args)
 
     def _write_fn(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        assert self._sync is not None
-        with self._sync.begin() as conn:
+        conn = self._writing()
+        with conn.begin():
             return fn(conn, *args)
+
+    def _writing(self) -> Connection:
+        """The writer thread's connection, kept from one transaction to the next: checking it
+        out of the pool and in again (with the rollback that resets it) for every batch was
+        about a fifth of a small batch's time."""
+        conn = self._wconn
+        if conn is None or conn.invalidated or conn.closed:
+            self._close_writing()
+            assert self._sync is not None
+            conn = self._wconn = self._sync.connect()
+        return conn
+
+    def _close_writing(self) -> None:
+        conn, self._wconn = self._wconn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     # pairs -----------------------------------------------------------------------------------
     async def create_pair(self, mentor_name: str, mentee_name: str, now: float) -> PairRecord:
@@ -655,6 +680,8 @@ class Store:
         words = search_words(q)
         if not words or limit < 1:
             return []
+        if self.dialect == "sqlite" and await self._run(_unindexed):
+            await self._run(self._index, write=True)  # all that was stored, found
         if self.dialect == "sqlite":
             # every term quoted: a phrase is all FTS5 reads in it, so no query syntax gets in
             match = " AND ".join(
@@ -699,34 +726,40 @@ class Store:
     # erase -----------------------------------------------------------------------------------
     async def erase_pair(self, pair_id: str) -> bool:
         """Delete the pair and everything it stored (events, notes, sessions, items, search
-        entries, its two users) in one transaction; False if there is no such pair."""
-        async with self.engine.begin() as conn:
-            # a write first: SQLite takes its write lock now (a read first could not upgrade
-            # past a commit made meanwhile)
-            touched = await conn.execute(
-                update(PAIRS).where(PAIRS.c.id == pair_id).values(created_at=PAIRS.c.created_at)
-            )
-            if not touched.rowcount:
-                return False
-            # PostgreSQL: the pair's row first (a session starting meanwhile waits, then finds
-            # no pair), then its sessions' rows: writes in flight hold them (foreign keys), so
-            # what they commit is deleted below rather than left pointing at no session
-            members = select(PAIRS.c.mentor_id, PAIRS.c.mentee_id).where(PAIRS.c.id == pair_id)
-            pair = (await conn.execute(members.with_for_update())).one()
-            sessions = select(SESSIONS.c.id).where(SESSIONS.c.pair_id == pair_id)
-            await conn.execute(sessions.with_for_update())
-            await conn.execute(delete(SEARCH).where(SEARCH.c.pair_id == pair_id))
-            await conn.execute(delete(ITEMS).where(ITEMS.c.pair_id == pair_id))
-            await conn.execute(delete(EVENTS).where(EVENTS.c.session_id.in_(sessions)))
-            await conn.execute(delete(NOTES).where(NOTES.c.session_id.in_(sessions)))
-            await conn.execute(delete(SESSIONS).where(SESSIONS.c.pair_id == pair_id))
-            await conn.execute(delete(PAIRS).where(PAIRS.c.id == pair_id))
-            # a user belongs to one pair (create_pair makes both), but never break another's
-            others = select(PAIRS.c.id).where(
-                or_(PAIRS.c.mentor_id == USERS.c.id, PAIRS.c.mentee_id == USERS.c.id)
-            )
-            await conn.execute(delete(USERS).where(USERS.c.id.in_(list(pair)), ~others.exists()))
-        self._pair_of = {s: p for s, p in self._pair_of.items() if p != pair_id}
+        entries, its two users) in one transaction; False if there is no such pair. On a SQLite
+        file it runs on the batch writer's thread, between two batches: from a connection of
+        its own it waited for SQLite's lock, which a busy writer never let go long enough."""
+        erased = await self._run(self._erase, pair_id, write=True)
+        if erased:
+            self._pair_of = {s: p for s, p in self._pair_of.items() if p != pair_id}
+        return erased
+
+    def _erase(self, conn: Connection, pair_id: str) -> bool:
+        # a write first: SQLite takes its write lock now (a read first could not upgrade past
+        # a commit made meanwhile)
+        touched = conn.execute(
+            update(PAIRS).where(PAIRS.c.id == pair_id).values(created_at=PAIRS.c.created_at)
+        )
+        if not touched.rowcount:
+            return False
+        # PostgreSQL: the pair's row first (a session starting meanwhile waits, then finds no
+        # pair), then its sessions' rows: writes in flight hold them (foreign keys), so what
+        # they commit is deleted below rather than left pointing at no session
+        members = select(PAIRS.c.mentor_id, PAIRS.c.mentee_id).where(PAIRS.c.id == pair_id)
+        pair = conn.execute(members.with_for_update()).one()
+        sessions = select(SESSIONS.c.id).where(SESSIONS.c.pair_id == pair_id)
+        conn.execute(sessions.with_for_update())
+        conn.execute(delete(SEARCH).where(SEARCH.c.pair_id == pair_id))
+        conn.execute(delete(ITEMS).where(ITEMS.c.pair_id == pair_id))
+        conn.execute(delete(EVENTS).where(EVENTS.c.session_id.in_(sessions)))
+        conn.execute(delete(NOTES).where(NOTES.c.session_id.in_(sessions)))
+        conn.execute(delete(SESSIONS).where(SESSIONS.c.pair_id == pair_id))
+        conn.execute(delete(PAIRS).where(PAIRS.c.id == pair_id))
+        # a user belongs to one pair (create_pair makes both), but never break another's
+        others = select(PAIRS.c.id).where(
+            or_(PAIRS.c.mentor_id == USERS.c.id, PAIRS.c.mentee_id == USERS.c.id)
+        )
+        conn.execute(delete(USERS).where(USERS.c.id.in_(list(pair)), ~others.exists()))
         return True
 
     # notes -----------------------------------------------------------------------------------
@@ -776,18 +809,20 @@ class Store:
 
     def _write_here(self, ops: Sequence[WriteOp]) -> list[StoredEvent]:
         """The SQLite writer thread: the batch, then (when due) the WAL started over."""
-        assert self._sync is not None
-        with self._sync.begin() as conn:
+        conn = self._writing()
+        with conn.begin():
             rejected = self._write(conn, ops)
         if self._reset_wanted:  # between two commits of the one writer: the WAL is idle
             self._reset_wanted = False
-            with self._sync.connect() as conn:
+            try:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={int(self.reset_wait)}")
                 try:
                     sql = f"PRAGMA wal_checkpoint({self.reset_mode})"
                     row: Any = conn.exec_driver_sql(sql).one()
                 finally:
                     conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            finally:
+                conn.rollback()  # no transaction in SQLite; ends SQLAlchemy's
             if int(row[0]):
                 self.wal_resets_missed += 1
             else:
@@ -868,6 +903,8 @@ class Store:
                 ends.setdefault(op.session_id, op.ts)
         for session_id, ended_at in ends.items():
             self._end(conn, session_id, ended_at)
+        if self.dialect == "sqlite" and self._unindexed >= INDEX_AFTER:
+            self._index(conn)
         return rejected
 
     def _insert_events_sqlite(
@@ -897,6 +934,29 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [tuple(e[k] for k in ENTRY_COLUMNS) for e in entries],
             )
+        self._unindexed += len(entries)
+
+    def _index(self, conn: Connection) -> None:
+        """SQLite: add the search entries past ``search_indexed.upto`` to the FTS index in one
+        statement and move the mark, in the caller's transaction (so they commit together,
+        and a crash leaves the rest for the next time).
+
+        Indexed as each batch committed, every commit cost FTS5 a segment and a merge step of
+        its own: about 100 us a chat at S2's batches of 7, a third of the batch. A batch calls
+        this once ``INDEX_AFTER`` entries wait, and a search before it reads the index.
+        """
+        with _driver_cursor(conn) as cursor:
+            upto, top = cursor.execute(
+                "SELECT upto, (SELECT max(id) FROM search_entries) FROM search_indexed"
+            ).fetchone()
+            if top is not None and top > upto:
+                cursor.execute(
+                    "INSERT INTO search_fts(rowid, pair_id, text) SELECT id, pair_id, text "
+                    "FROM search_entries WHERE id > ? ORDER BY id",
+                    (upto,),
+                )
+                cursor.execute("UPDATE search_indexed SET upto = ?", (top,))
+        self._unindexed = 0
 
     def _end(self, conn: Connection, session_id: str, ended_at: float) -> None:
         ended = conn.execute(
@@ -1067,6 +1127,7 @@ class Store:
                 text=_storable(notes[:NOTES_INDEXED]),
             )
         )
+        self._unindexed += 1
 
 
 @contextlib.contextmanager
@@ -1092,6 +1153,12 @@ def _sqlite_insert_events(rows: int) -> str:
         f"VALUES {values} ON CONFLICT DO NOTHING "
         "RETURNING session_id, seq, kind, user_id, client_id"
     )
+
+
+def _unindexed(conn: Connection) -> bool:
+    """SQLite: some search entries are not in the FTS index yet."""
+    sql = "SELECT (SELECT max(id) FROM search_entries) > upto FROM search_indexed"
+    return bool(conn.exec_driver_sql(sql).scalar())
 
 
 def _of_kind(table: Any, kind: str) -> Any:

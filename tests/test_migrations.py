@@ -29,8 +29,13 @@ from tests.pg import pg_schema
 from tests.support import ROOT, SECRET
 
 APP_TABLES = ["events", "items", "notes_updates", "pairs", "search_entries", "sessions", "users"]
-# SQLite's full-text index is an FTS5 table and its shadow tables; PostgreSQL's is a column
-FTS_TABLES = ["search_fts", *(f"search_fts_{t}" for t in ("config", "data", "docsize", "idx"))]
+# SQLite's full-text index is an FTS5 table, its shadow tables and the mark of what it holds;
+# PostgreSQL's is a column
+FTS_TABLES = [
+    "search_fts",
+    *(f"search_fts_{t}" for t in ("config", "data", "docsize", "idx")),
+    "search_indexed",
+]
 
 
 def app_tables(url: str) -> list[str]:
