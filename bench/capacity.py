@@ -370,6 +370,9 @@ class Sink:
         if frame["t"] in ("chat", "presence") and isinstance(frame.get("seq"), int):
             self.max_seq = max(self.max_seq, frame["seq"])
 
+    def send_now(self, data: bytes | str) -> bool:
+        return False
+
     async def close(self, code: int, reason: str) -> None:
         self.counts["closed"] += 1
 

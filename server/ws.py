@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 
 from rooms.codec import SUBPROTOCOLS, decode
@@ -23,6 +24,10 @@ from server.security import PendingSockets
 from server.services import Services
 
 log = logging.getLogger(__name__)
+
+
+# the scope extension through which the endpoint writes a frame straight to the socket
+DIRECT = "menteo.send_now"
 
 
 # uvicorn's socket, lighter while idle ------------------------------------------------------------
@@ -147,6 +152,31 @@ class SocketProtocol(WebSocketsSansIOProtocol):
         # websockets' parser keeps the request object for the life of the socket
         event.headers.clear()
         self.request = None  # type: ignore[assignment]
+        if getattr(self, "scope", None) is not None:
+            self.scope["extensions"][DIRECT] = self  # type: ignore[assignment]
+
+    def send_now(self, data: bytes | str) -> bool:
+        """What ``send`` does for a ``websocket.send`` message, at once and only when it would
+        go straight through: accepted, no close sent or received, the transport not paused
+        (else ``send`` waits, and the caller takes that path)."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        try:
+            if isinstance(data, bytes):
+                self.conn.send_binary(data)
+            else:
+                self.conn.send_text(data.encode())
+        except InvalidState:
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     def start_keepalive(self) -> None:
         # called once, right after the accepting response was written: it is not needed again
@@ -155,10 +185,15 @@ class SocketProtocol(WebSocketsSansIOProtocol):
 
 
 class StarletteTransport:
-    __slots__ = ("ws",)
+    __slots__ = ("direct", "ws")
 
     def __init__(self, websocket: WebSocket) -> None:
         self.ws = websocket
+        extensions = websocket.scope.get("extensions") or {}
+        self.direct: SocketProtocol | None = extensions.get(DIRECT)
+
+    def send_now(self, data: bytes | str) -> bool:
+        return self.direct is not None and self.direct.send_now(data)
 
     async def send(self, data: bytes | str) -> None:
         if isinstance(data, bytes):
