@@ -239,9 +239,9 @@ class Store:
         self._reader: Engine | None = None  # SQLite: the room build's engine, on ``_readers``
         self._readers: ThreadPoolExecutor | None = None
         self._pair_of: dict[str, str] = {}  # session id -> pair id (never changes)
-        self._unindexed = (
-            INDEX_AFTER  # SQLite: entries perhaps not in the FTS index (at start: some)
-        )
+        # SQLite: entries perhaps not in the FTS index yet; at start unknown, so the first batch
+        # indexes whatever an earlier run left waiting
+        self._unindexed = INDEX_AFTER
 
     @property
     def engine(self) -> AsyncEngine:
