@@ -680,7 +680,7 @@ class Store:
         words = search_words(q)
         if not words or limit < 1:
             return []
-        if self.dialect == "sqlite" and await self._run(_unindexed):
+        if self.dialect == "sqlite" and await self._run(_index_behind):
             await self._run(self._index, write=True)  # all that was stored, found
         if self.dialect == "sqlite":
             # every term quoted: a phrase is all FTS5 reads in it, so no query syntax gets in
@@ -1155,7 +1155,7 @@ def _sqlite_insert_events(rows: int) -> str:
     )
 
 
-def _unindexed(conn: Connection) -> bool:
+def _index_behind(conn: Connection) -> bool:
     """SQLite: some search entries are not in the FTS index yet."""
     sql = "SELECT (SELECT max(id) FROM search_entries) > upto FROM search_indexed"
     return bool(conn.exec_driver_sql(sql).scalar())
