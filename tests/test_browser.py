@@ -333,6 +333,9 @@ async def search_for(page: Page, q: str, expect_results: bool) -> Any:
     """Search from the sessions page; the index may trail the writes a little, so a search
     that must find something is asked again (bounded) until it does."""
     results = page.get_by_test_id("search-result")
+    # the page's script binds the search form as it gets ready: an Enter before that submits
+    # the form natively (a reload, without the search)
+    await expect(page.locator("body")).to_have_attribute("data-state", "ready")
     for _ in range(20):
         await page.evaluate("document.body.dataset.search = 'asked'")
         await page.get_by_test_id("search-input").fill(q)
