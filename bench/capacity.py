@@ -45,7 +45,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -370,7 +370,7 @@ class Sink:
         if frame["t"] in ("chat", "presence") and isinstance(frame.get("seq"), int):
             self.max_seq = max(self.max_seq, frame["seq"])
 
-    def send_now(self, data: bytes | str) -> bool:
+    def send_now(self, frames: Sequence[bytes | str]) -> bool:
         return False
 
     async def close(self, code: int, reason: str) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from rooms.codec import Format, Frame, encode, unpack
@@ -22,8 +22,9 @@ CLOSE_TIMEOUT = 30.0  # how long a close frame may wait for a slow reader to mak
 class Transport(Protocol):
     async def send(self, data: bytes | str) -> None: ...
 
-    def send_now(self, data: bytes | str) -> bool:
-        """Write a frame at once if nothing stands in the way (open, not paused); else False."""
+    def send_now(self, frames: Sequence[bytes | str]) -> bool:
+        """Write these frames at once, in one write, if nothing stands in the way (open, not
+        paused); else write none of them and return False."""
         ...
 
     async def close(self, code: int, reason: str) -> None: ...
@@ -106,6 +107,7 @@ class Connection:
         "_bytes",
         "_close_after",
         "_closer",
+        "_held",
         "_loader",
         "_max_bytes",
         "_max_items",
@@ -148,6 +150,7 @@ class Connection:
         self.closed: tuple[int, str] | None = None
         self._loader = loader
         self._queue: deque[Outgoing | Fill] | None = None  # None while empty
+        self._held: list[Outgoing] | None = None  # frames waiting to share the next write
         self._bytes = 0
         self._max_items = max_items
         self._max_bytes = max_bytes
@@ -181,7 +184,13 @@ class Connection:
         ):
             self._task = asyncio.create_task(self._write(), name=f"writer-{self.id[:8]}")
 
-    def push(self, item: Outgoing | Fill) -> None:
+    def push(self, item: Outgoing | Fill, hold: bool = False) -> None:
+        """Queue ``item`` (or write it at once when nothing waits before it).
+
+        ``hold``: a frame without seq (an ack) that the caller expects to be followed soon by
+        another for this socket (the chat it acks): it waits for that frame to share its write
+        (one system call instead of two), at most two turns of the event loop.
+        """
         if self.closed or self._close_after:
             return
         if (
@@ -190,14 +199,28 @@ class Connection:
             and self._started
             and isinstance(item, Outgoing)
             and (item.seq is None or item.seq == self.delivered + 1)
-            and self.transport.send_now(item.encoded(self.fmt))
         ):
-            # nothing waits before it: written now, without a task and the ASGI send chain
-            # (S2: a task and five awaited layers per frame were a tenth of the event loop)
-            if item.seq is not None:
-                self.delivered = item.seq
-            self.metrics.frame_out()
-            return
+            if hold and item.seq is None:
+                if self._held is None:
+                    self._held = []
+                    loop = asyncio.get_running_loop()
+                    # two turns: the frame it waits for is scheduled in this one (the broker
+                    # delivers with call_soon, after this callback)
+                    loop.call_soon(loop.call_soon, self._release)
+                self._held.append(item)
+                return
+            frames = [item.encoded(self.fmt)]
+            if self._held:
+                frames[:0] = [h.encoded(self.fmt) for h in self._held]
+            if self.transport.send_now(frames):
+                # nothing waits before it: written now, without a task and the ASGI send chain
+                # (S2: a task and five awaited layers per frame were a tenth of the event loop)
+                self.metrics.frame_out(len(frames))
+                self._held = None
+                if item.seq is not None:
+                    self.delivered = item.seq
+                return
+        self._unhold()
         if self._queue is None:
             self._queue = deque()
         self._queue.append(item)
@@ -209,14 +232,31 @@ class Connection:
             return
         self._kick()
 
-    def send(self, frame: Frame) -> None:
+    def _unhold(self) -> None:
+        """Held frames go first into the queue, before whatever comes now."""
+        if self._held:
+            held, self._held = self._held, None
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.extend(held)
+            self._bytes += sum(h.size() for h in held)
+
+    def _release(self) -> None:
+        """Nothing came to share the held frames' write: they go alone."""
+        if self._held and not self.closed and not self._close_after:
+            held, self._held = self._held, None
+            for item in held:
+                self.push(item)
+
+    def send(self, frame: Frame, hold: bool = False) -> None:
         out = Outgoing(frame)
         out.encoded(self.fmt)  # counted at its real size in the queue (a welcome may be large)
-        self.push(out)
+        self.push(out, hold)
 
     def close_after_queue(self, code: int, reason: str) -> bool:
         """Close once everything already queued has been written; ``False`` if already closing."""
         if not self.closed and not self._close_after:
+            self._unhold()
             self._close_after = (code, reason)
             self._kick()
             return True
@@ -227,7 +267,7 @@ class Connection:
         if self.closed:
             return
         self.closed = (code, reason)
-        self._queue = None
+        self._queue = self._held = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))

@@ -387,7 +387,7 @@ class Hub:
         elif isinstance(effect, Send):
             target = live.conns.get(effect.conn)
             if target is not None:
-                target.send(effect.frame)
+                target.send(effect.frame, effect.hold)
                 if effect.since is not None:
                     self.metrics.ack_latency(self.clock() - effect.since)
         elif isinstance(effect, Publish):

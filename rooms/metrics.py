@@ -13,8 +13,8 @@ class Metrics:
     def frame_in(self) -> None:
         """A client frame after the hello reached the hub."""
 
-    def frame_out(self) -> None:
-        """A frame was written to a client's socket."""
+    def frame_out(self, count: int = 1) -> None:
+        """Frames were written to a client's socket."""
 
     def ack_latency(self, seconds: float) -> None:
         """From a chat's arrival to its ack (seq allocated and the event committed)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from rooms.ratelimit import TokenBucket
 REPAIR_AFTER = 0.2  # a missing seq is looked up in the store after this long
 GAP_DEADLINE = 5.0  # ... and voided after this long (its node died before storing it)
 OFF_RECORD = 0  # no event has seq 0: what a chat kept off the record is remembered by
-DEDUP_WINDOW = 128  # chat ids remembered per room (a reconnect re-sends only its last few)
+DEDUP_WINDOW = 64  # chat ids remembered per room (a reconnect re-sends only its last few)
 
 
 @dataclass(frozen=True)
@@ -68,11 +67,13 @@ class Config:
 # effects ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Send:
-    """Queue ``frame`` for one connection; ``since`` (an ack's) is when its chat arrived."""
+    """Queue ``frame`` for one connection; ``since`` (an ack's) is when its chat arrived.
+    ``hold``: the event it acks follows on the room's channel; both may share one write."""
 
     conn: str
     frame: Frame
     since: float | None = None
+    hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,8 @@ class Room:
     _gap_since: float | None = None  # when the oldest open gap was first seen
     _repair_at: float | None = None
     _loading: bool = False
-    _recent: OrderedDict[str, int | None] = field(default_factory=OrderedDict)  # key -> seq
+    # key -> seq, oldest first; a dict, not an OrderedDict: a third of the memory (S2 soak)
+    _recent: dict[str, int | None] = field(default_factory=dict)
     _waiting: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # key -> (conn, id)
     _awaited: dict[int, str] = field(default_factory=dict)  # seq of another's attempt -> key
     _ops: dict[int, _Op] = field(default_factory=dict)
@@ -583,7 +585,7 @@ class Room:
     def _remember(self, key: str, seq: int | None) -> None:
         self._recent[key] = seq
         if len(self._recent) > DEDUP_WINDOW:
-            self._recent.popitem(last=False)
+            del self._recent[next(iter(self._recent))]
 
     # the life of a durable event -------------------------------------------------------------
     def _op(self, op: _Op) -> int:
@@ -660,7 +662,8 @@ class Room:
         assert op.seq is not None and op.packed is not None
         out: list[Effect] = []
         if op.kind in ACKED_TYPES and op.conn is not None:
-            out.append(Send(op.conn, {"t": "ack", "id": op.ref, "seq": op.seq}, op.since))
+            ack = {"t": "ack", "id": op.ref, "seq": op.seq}
+            out.append(Send(op.conn, ack, op.since, hold=True))
         out.append(Publish(Stored(self.session_id, op.seq, op.packed)))
         return out
 

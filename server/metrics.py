@@ -62,8 +62,8 @@ class PrometheusMetrics(Metrics):
     def frame_in(self) -> None:
         self._frames_in.inc()
 
-    def frame_out(self) -> None:
-        self._frames_out.inc()
+    def frame_out(self, count: int = 1) -> None:
+        self._frames_out.inc(count)
 
     def ack_latency(self, seconds: float) -> None:
         self._ack.observe(seconds)

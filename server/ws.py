@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -155,10 +155,10 @@ class SocketProtocol(WebSocketsSansIOProtocol):
         if getattr(self, "scope", None) is not None:
             self.scope["extensions"][DIRECT] = self  # type: ignore[assignment]
 
-    def send_now(self, data: bytes | str) -> bool:
-        """What ``send`` does for a ``websocket.send`` message, at once and only when it would
+    def send_now(self, frames: Sequence[bytes | str]) -> bool:
+        """What ``send`` does for ``websocket.send`` messages, at once and only when it would
         go straight through: accepted, no close sent or received, the transport not paused
-        (else ``send`` waits, and the caller takes that path)."""
+        (else ``send`` waits, and the caller takes that path). The frames share one write."""
         if (
             not self.handshake_complete
             or self.close_sent
@@ -169,10 +169,11 @@ class SocketProtocol(WebSocketsSansIOProtocol):
         ):
             return False
         try:
-            if isinstance(data, bytes):
-                self.conn.send_binary(data)
-            else:
-                self.conn.send_text(data.encode())
+            for data in frames:
+                if isinstance(data, bytes):
+                    self.conn.send_binary(data)
+                else:
+                    self.conn.send_text(data.encode())
         except InvalidState:
             return False
         self.transport.write(b"".join(self.conn.data_to_send()))
@@ -192,8 +193,8 @@ class StarletteTransport:
         extensions = websocket.scope.get("extensions") or {}
         self.direct: SocketProtocol | None = extensions.get(DIRECT)
 
-    def send_now(self, data: bytes | str) -> bool:
-        return self.direct is not None and self.direct.send_now(data)
+    def send_now(self, frames: Sequence[bytes | str]) -> bool:
+        return self.direct is not None and self.direct.send_now(frames)
 
     async def send(self, data: bytes | str) -> None:
         if isinstance(data, bytes):

@@ -1,9 +1,11 @@
 """A connection writes a frame at once when nothing waits before it, and never lets one overtake
-another: a paused socket, a frame queued or a gap in seqs sends it through the queue."""
+another: a paused socket, a frame queued or a gap in seqs sends it through the queue. An ack
+held for the chat it acknowledges shares that chat's write."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import msgpack
 
@@ -15,25 +17,30 @@ class Socket:
 
     def __init__(self) -> None:
         self.paused = False
-        self.now: list[int] = []  # seqs written by send_now
-        self.later: list[int] = []  # seqs written by send
+        self.now: list[int | str] = []  # frames written by send_now (seq, or "ack <id>")
+        self.later: list[int | str] = []  # frames written by send
+        self.writes: list[list[int | str]] = []  # what each write (either way) carried
+        self.closes: list[int] = []
 
-    def send_now(self, data: bytes | str) -> bool:
+    def send_now(self, frames: Sequence[bytes | str]) -> bool:
         if self.paused:
             return False
-        self.now.append(seq_of(data))
+        self.now += [label(f) for f in frames]
+        self.writes.append([label(f) for f in frames])
         return True
 
     async def send(self, data: bytes | str) -> None:
-        self.later.append(seq_of(data))
+        self.later.append(label(data))
+        self.writes.append([label(data)])
 
     async def close(self, code: int, reason: str) -> None:
-        pass
+        self.closes.append(code)
 
 
-def seq_of(data: bytes | str) -> int:
+def label(data: bytes | str) -> int | str:
     assert isinstance(data, bytes)
-    return int(msgpack.unpackb(data)["seq"])
+    frame = msgpack.unpackb(data)
+    return f"ack {frame['id']}" if frame["t"] == "ack" else int(frame["seq"])
 
 
 def event(seq: int) -> Outgoing:
@@ -96,3 +103,65 @@ async def test_a_gap_in_seqs_is_filled_from_the_store_first() -> None:
     await wait_written(conn)
     assert socket.now == [1] and socket.later == [2, 3]
     assert conn.delivered == 3
+
+
+def ack(cid: str) -> Outgoing:
+    return Outgoing({"t": "ack", "id": cid, "seq": 0})
+
+
+async def turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_held_ack_shares_the_write_of_the_event_after_it() -> None:
+    socket = Socket()
+    conn = connection(socket)
+    conn.push(ack("m1"), hold=True)
+    assert socket.writes == []  # not yet: its chat is on the way
+    conn.push(event(1))
+    assert socket.writes == [["ack m1", 1]] and conn.delivered == 1
+    await turns(3)  # the release finds nothing left to write
+    assert socket.writes == [["ack m1", 1]]
+
+
+async def test_a_held_ack_goes_alone_when_nothing_follows() -> None:
+    socket = Socket()
+    conn = connection(socket)
+    conn.push(ack("m1"), hold=True)
+    await turns(1)
+    assert socket.writes == []  # the event it waits for is scheduled in the same turn
+    await turns(1)
+    assert socket.writes == [["ack m1"]]
+
+
+async def test_a_held_ack_stays_before_a_frame_that_takes_the_queue() -> None:
+    socket = Socket()
+    conn = connection(socket)
+    conn.push(ack("m1"), hold=True)
+    socket.paused = True
+    conn.push(event(1))
+    socket.paused = False
+    await wait_written(conn)
+    assert socket.later == ["ack m1", 1] and socket.now == []
+    await turns(3)
+    assert socket.writes == [["ack m1"], [1]]
+
+
+async def test_a_held_ack_is_written_before_a_close_after_the_queue() -> None:
+    socket = Socket()
+    conn = connection(socket)
+    conn.push(ack("m1"), hold=True)
+    conn.close_after_queue(1000, "ended")
+    await wait_written(conn)
+    assert socket.later == ["ack m1"] and socket.closes == [1000]
+
+
+async def test_an_aborted_connection_drops_what_it_held() -> None:
+    socket = Socket()
+    conn = connection(socket)
+    conn.push(ack("m1"), hold=True)
+    conn.abort(4000, "gone")
+    await conn.wait_closed()
+    await turns(3)
+    assert socket.writes == [] and socket.closes == [4000]

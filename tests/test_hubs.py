@@ -58,7 +58,7 @@ class FakeTransport:
             await self.on_frame(frame)  # at the moment the frame reaches the member
         self.frames.put_nowait(frame)
 
-    def send_now(self, data: bytes | str) -> bool:
+    def send_now(self, frames: Sequence[bytes | str]) -> bool:
         return False  # every frame through ``send``, where ``on_frame`` can hold it
 
     async def close(self, code: int, reason: str) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from rooms.broker.base import Handler, _safe_call
 
-KEY_WINDOW = 256  # retry keys remembered per session; older retries are looked up in the store
+# retry keys remembered per session; older retries are looked up in the store. As many as a
+# room remembers (rooms.room.DEDUP_WINDOW): on one node the two hold the same key strings.
+KEY_WINDOW = 64
 
 
 @dataclass
@@ -20,7 +21,7 @@ class MemoryBackbone:
 
     channels: dict[str, list[Handler]] = field(default_factory=dict)
     seqs: dict[str, int] = field(default_factory=dict)
-    keys: dict[str, OrderedDict[str, int]] = field(default_factory=dict)
+    keys: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per session, its ``key_window`` most recently allocated retry keys and their seqs."""
     claims: dict[tuple[str, str], str] = field(default_factory=dict)
     key_window: int = KEY_WINDOW
@@ -82,10 +83,10 @@ class MemoryBroker:
         b.seqs[session_id] = seq
         if key is not None:
             if keys is None:
-                keys = b.keys[session_id] = OrderedDict()
+                keys = b.keys[session_id] = {}
             keys[key] = seq
             while len(keys) > b.key_window:
-                keys.popitem(last=False)
+                del keys[next(iter(keys))]  # the oldest (a dict keeps insertion order)
         return seq, True
 
     async def forget(self, session_id: str) -> None:
