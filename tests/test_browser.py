@@ -333,9 +333,9 @@ async def search_for(page: Page, q: str, expect_results: bool) -> Any:
     """Search from the sessions page; the index may trail the writes a little, so a search
     that must find something is asked again (bounded) until it does."""
     results = page.get_by_test_id("search-result")
-    # the page's script binds the search form as it gets ready: an Enter before that submits
-    # the form natively (a reload, without the search)
+    # the page's script binds the search form, then enables it, as it gets ready
     await expect(page.locator("body")).to_have_attribute("data-state", "ready")
+    await expect(page.get_by_test_id("search-input")).to_be_enabled()
     for _ in range(20):
         await page.evaluate("document.body.dataset.search = 'asked'")
         await page.get_by_test_id("search-input").fill(q)
@@ -638,5 +638,7 @@ async def test_bundle_missing_banner_without_inline_script(
     page = await context.new_page()
     await page.goto(f"{server.http}/rooms/{pair.id}/sessions#token={pair.mentor_token}")
     await expect(page.locator("#bundle-missing")).to_be_visible()
+    # without the script the search form stays disabled: an Enter cannot reload the page
+    await expect(page.get_by_test_id("search-input")).to_be_disabled()
     assert await csp_violations(page) == []
     await context.close()

@@ -36,6 +36,9 @@ export class SearchView {
         this.search("", { now: true });
       }
     });
+    // the page serves the form disabled: an Enter before this script bound it would submit it
+    // natively (a reload that drops the query)
+    for (const el of form.elements) el.disabled = false;
   }
 
   search(raw, { now = false } = {}) {
