@@ -7,11 +7,18 @@ import sqlite3
 import time
 from pathlib import Path
 
+import msgpack
 import pycrdt
 import pytest
+from sqlalchemy.exc import IntegrityError
 
-from persistence.store import Store, StoredNotes, notes_text, void_event
+from persistence.store import Store, StoredEvent, StoredNotes, notes_text, void_event
 from persistence.writer import Writer, WriterUnavailable
+
+
+def chat(session_id: str, seq: int) -> StoredEvent:
+    body = msgpack.packb({"t": "chat", "seq": seq, "id": f"m{seq}", "text": f"hello {seq}"})
+    return StoredEvent(session_id, seq, "chat", "u1", f"m{seq}", 1.0, body)
 
 
 def edits(*pieces: str) -> list[bytes]:
@@ -65,3 +72,36 @@ async def test_forced_submit_passes_a_full_backlog(tmp_path: Path) -> None:
         # a stopped writer refuses even a forced write
         with pytest.raises(WriterUnavailable):
             writer.submit(void_event(session.id, 2, 3.0), force=True)
+
+
+async def test_writes_commit_in_the_order_submitted(tmp_path: Path) -> None:
+    async with Store(f"sqlite:///{tmp_path / 'w.db'}") as store:
+        pair = await store.create_pair("A", "B", 1.0)
+        session = await store.start_session(pair.id, 1.0)
+        resolved: list[int] = []
+        async with Writer(store, max_batch=7) as writer:
+            futs = []
+            for seq in range(1, 301):
+                fut = writer.submit(chat(session.id, seq))
+                fut.add_done_callback(lambda f, seq=seq: resolved.append(seq))
+                futs.append(fut)
+                if seq % 50 == 0:
+                    await asyncio.sleep(0)  # let some batches go meanwhile
+            await asyncio.wait_for(asyncio.gather(*futs), 30)
+            assert writer.written == 300 and writer.batches >= 300 // 7
+        assert resolved == list(range(1, 301))
+        assert [e.seq for e in await store.events(session.id)] == list(range(1, 301))
+
+
+async def test_a_bad_write_fails_alone(tmp_path: Path) -> None:
+    async with Store(f"sqlite:///{tmp_path / 'w.db'}") as store:
+        pair = await store.create_pair("A", "B", 1.0)
+        session = await store.start_session(pair.id, 1.0)
+        async with Writer(store) as writer:
+            good = [writer.submit(chat(session.id, seq)) for seq in (1, 2)]
+            bad = writer.submit(chat("no-such-session", 1))  # its foreign key fails
+            also = writer.submit(chat(session.id, 3))
+            await asyncio.wait_for(asyncio.gather(*good, also), 10)
+            with pytest.raises(IntegrityError):
+                await asyncio.wait_for(bad, 10)
+        assert [e.seq for e in await store.events(session.id)] == [1, 2, 3]
