@@ -11,6 +11,7 @@ from rooms.errors import NotesRejected
 ROOT = "notes"
 MAX_UPDATE = 256 * 1024
 MAX_BYTES = 1024 * 1024
+MAX_IN_SHADOW = 256  # stored updates whose message back has not come yet
 
 
 class Notes:
@@ -37,6 +38,9 @@ class Notes:
         self._state: bytes | None = None
         self._pending: dict[int, bytes] = {}
         self._shadow: pycrdt.Doc[pycrdt.Text] | None = None
+        # updates stored from here, in the shadow already: their ``apply`` skips it (S6: one
+        # Yjs merge of three per update); dropped whenever the shadow is rebuilt
+        self._in_shadow: set[bytes] = set()
         self._size = 0  # an upper bound of the shadow's encoded size
 
     def check(self, token: int, update: bytes) -> None:
@@ -79,20 +83,27 @@ class Notes:
             for u in self._pending.values():
                 shadow.apply_update(u)
             self._shadow = shadow
+            self._in_shadow.clear()
             self._size = len(self.state()) + sum(len(u) for u in self._pending.values())
         return self._shadow
 
     def settled(self, token: int, stored: bool) -> None:
         """A pending update was stored (it is applied when it comes back) or was not."""
-        self._pending.pop(token, None)
+        update = self._pending.pop(token, None)
         if not stored:
             self._shadow = None
+        elif update is not None and self._shadow is not None:
+            if len(self._in_shadow) >= MAX_IN_SHADOW:  # its message was lost: forget them
+                self._in_shadow.clear()
+            self._in_shadow.add(update)
 
     def apply(self, update: bytes) -> None:
         """Merge one stored update (from this node or another)."""
         self.doc.apply_update(update)
         self._state = None
-        if self._shadow is not None:
+        if update in self._in_shadow:
+            self._in_shadow.discard(update)
+        elif self._shadow is not None:
             self._shadow.apply_update(update)
 
     def state(self) -> bytes:
