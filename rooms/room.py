@@ -280,15 +280,21 @@ class Room:
 
     def deadline(self) -> float | None:
         """When ``tick`` next has something to do."""
-        times = [self._sweep_at, self._holes_at]
-        if not self._checking_grace:  # not while the broker is being asked about it
-            times.append(self._grace_at)
+        # called after every batch of effects (several times a chat): no lists
+        due = self._sweep_at
+        if self._holes_at is not None and (due is None or self._holes_at < due):
+            due = self._holes_at
+        # not while the broker is being asked about it
+        if not self._checking_grace and self._grace_at is not None:
+            if due is None or self._grace_at < due:
+                due = self._grace_at
         if self._gap_since is not None:
-            times.append(self._gap_since + GAP_DEADLINE)
-            if not self._loading:
-                times.append(self._repair_at)
-        due = [t for t in times if t is not None]
-        return min(due) if due else None
+            gap = self._gap_since + GAP_DEADLINE
+            if due is None or gap < due:
+                due = gap
+            if not self._loading and self._repair_at is not None and self._repair_at < due:
+                due = self._repair_at
+        return due
 
     @property
     def droppable(self) -> bool:

@@ -6,6 +6,7 @@ write, a holder) exactly as the broker and the store would.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import msgpack
@@ -799,3 +800,24 @@ def test_a_record_decision_that_cannot_be_stored_is_undone() -> None:
     room.allocate_failed(alloc.op, T0)
     (alloc,) = of(room.receive("c1", pack({"t": "record", "id": "r2", "on": False}), T0), Allocate)
     assert alloc.op in room._ops and room._ops[alloc.op].body["state"] == "requested"
+
+
+def test_deadline_is_the_earliest_pending_timer() -> None:
+    """Every combination of the machine's timers: the earliest that applies, or None."""
+    values = (None, 10.0, 20.0, 30.0)
+    room = make_room()
+    for sweep, holes, grace, gap, repair, checking, loading in itertools.product(
+        values, values, values, values, values, (False, True), (False, True)
+    ):
+        room._sweep_at, room._holes_at, room._grace_at = sweep, holes, grace
+        room._gap_since, room._repair_at = gap, repair
+        room._checking_grace, room._loading = checking, loading
+        times = [sweep, holes]
+        if not checking:
+            times.append(grace)
+        if gap is not None:
+            times.append(gap + GAP_DEADLINE)
+            if not loading:
+                times.append(repair)
+        due = [t for t in times if t is not None]
+        assert room.deadline() == (min(due) if due else None)
