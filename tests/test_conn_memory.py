@@ -104,16 +104,22 @@ async def open_rooms(server: MeasuredServer, rooms: int) -> list[Client]:
     )
 
 
+async def settled(clients: list[Client]) -> None:
+    """Wait until the server is done with these rooms' joins: each client has received its
+    room's second join (seq 2), so both joins are stored and every replay is over."""
+    await asyncio.gather(*(c.expect("presence", timeout=60, seq=2) for c in clients))
+
+
 async def test_an_idle_welcomed_connection_holds_little_memory(tmp_path: Path) -> None:
     server = MeasuredServer(tmp_path).start()
     clients: list[Client] = []
     try:
         clients += await open_rooms(server, WARM_ROOMS)
-        await asyncio.sleep(0.5)  # let the joins' presence writes finish (not a measurement)
+        await settled(clients)  # a welcome comes before its join is stored and replayed
         before = await server.report(0)
         measured = await open_rooms(server, ROOMS)
         clients += measured
-        await asyncio.sleep(0.5)
+        await settled(measured)
         after = await server.report(1)
         # every client is still connected and idle: nothing was closed under them
         assert all(c.ws.close_code is None for c in clients)
