@@ -974,7 +974,8 @@ class Store:
     # items and the search index, kept in step inside the writer's transaction ----------------
     def _pairs_of(self, conn: Connection, session_ids: Iterable[str]) -> dict[str, str]:
         wanted = set(session_ids)
-        missing = wanted - self._pair_of.keys()
+        # not ``wanted - keys()``: that walks every cached session (about 30 us a batch at S2)
+        missing = {sid for sid in wanted if sid not in self._pair_of}
         if missing:
             if len(self._pair_of) > SESSION_CACHE:
                 self._pair_of.clear()
