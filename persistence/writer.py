@@ -164,9 +164,14 @@ class Writer:
             if fut.done():
                 continue
             if id(op) in refused:
-                log.error(
-                    "write refused: %s already stored (seq or client id reused)", describe(op)
-                )
+                if isinstance(op, StoredEvent) and op.kind == "void":
+                    # a hole's void lost the race with its late event: nothing is missing
+                    log.info("void not stored: %s was filled meanwhile", describe(op))
+                else:
+                    log.warning(
+                        "write refused: %s already stored (seq or client id reused)",
+                        describe(op),
+                    )
                 fut.set_exception(WriteConflict("already stored"))
             else:
                 fut.set_result(None)

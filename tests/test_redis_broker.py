@@ -582,3 +582,52 @@ async def test_redis_going_away_and_coming_back(tmp_path: Path) -> None:
             assert b"lost" not in inbox.got
     finally:
         server.kill()
+
+
+async def test_the_lease_and_publishing_do_not_queue_behind_the_shared_pool(
+    prefix: str, admin: Redis
+) -> None:
+    """Every connection of the shared pool is busy (under load, callers queue for one): the
+    heartbeat still lands and what is published still goes out, on connections of their own.
+    A heartbeat that queued there lost the node's lease, and every room with it."""
+
+    class Small(RedisBroker):
+        max_connections = 2
+
+    channel = name("ch")
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    async with Small(REDIS_URL, prefix=prefix, node_ttl=0.6) as node:
+        lost: list[bool] = []
+        node.on_lease = lost.append
+        await node.subscribe(channel, got.put_nowait)
+        never = f"{prefix}never"
+
+        async def hold() -> None:  # one connection of the pool, blocked in Redis
+            await node.redis.blpop([never], timeout=30)
+
+        busy = [asyncio.create_task(hold()) for _ in range(2)]
+        try:
+
+            async def pool_taken() -> bool:
+                rows = (await admin.execute_command("CLIENT", "LIST")).decode().splitlines()
+                mine = [r for r in rows if f" name=menteo-{node.node_id} " in f" {r} "]
+                return sum("cmd=blpop" in r for r in mine) == 2
+
+            await eventually(pool_taken)
+            beats: set[bytes | str] = set()
+            heartbeat = f"{prefix}node:{node.node_id}"
+
+            async def beating() -> bool:  # four beats: past node_ttl
+                value = await admin.get(heartbeat)
+                if value is not None:
+                    beats.add(value)
+                return len(beats) >= 4
+
+            await eventually(beating)
+            assert node.leased and lost == []
+            node.publish(channel, b"still delivered")
+            assert await asyncio.wait_for(got.get(), WAIT) == b"still delivered"
+        finally:
+            for task in busy:
+                task.cancel()
+            await asyncio.gather(*busy, return_exceptions=True)

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from persistence.store import Store, StoredEvent, StoredNotes, notes_text, void_event
-from persistence.writer import Writer, WriterUnavailable
+from persistence.writer import WriteConflict, Writer, WriterUnavailable
 
 
 def chat(session_id: str, seq: int) -> StoredEvent:
@@ -105,3 +105,23 @@ async def test_a_bad_write_fails_alone(tmp_path: Path) -> None:
             with pytest.raises(IntegrityError):
                 await asyncio.wait_for(bad, 10)
         assert [e.seq for e in await store.events(session.id)] == [1, 2, 3]
+
+
+async def test_a_void_that_lost_its_race_is_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hole's void refused because its event was stored after all is the expected end of
+    that race (logged as information); a refused chat is still a warning."""
+    async with Store(f"sqlite:///{tmp_path / 'w.db'}") as store:
+        pair = await store.create_pair("A", "B", 1.0)
+        session = await store.start_session(pair.id, 1.0)
+        async with Writer(store) as writer:
+            await asyncio.wait_for(writer.submit(chat(session.id, 1)), 10)
+            with caplog.at_level("INFO", logger="persistence.writer"):
+                with pytest.raises(WriteConflict):
+                    await asyncio.wait_for(writer.submit(void_event(session.id, 1, 2.0)), 10)
+                with pytest.raises(WriteConflict):
+                    await asyncio.wait_for(writer.submit(chat(session.id, 1)), 10)
+        levels = [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records]
+        assert levels == [("INFO", "void not stored"), ("WARNING", "write refused")], levels
+        assert [(e.seq, e.kind) for e in await store.events(session.id)] == [(1, "chat")]

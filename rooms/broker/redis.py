@@ -156,6 +156,7 @@ class RedisBroker:
         self.reclaims = 0  # times this node put back claims that Redis had lost
 
         self._redis: Redis | None = None
+        self._upkeep: Redis | None = None
         self._handlers: dict[bytes, list[Handler]] = {}
         # pub/sub connection state; changed only while holding _sub_lock
         self._sub: AbstractConnection | None = None
@@ -207,6 +208,13 @@ class RedisBroker:
         return self._redis
 
     @property
+    def upkeep(self) -> Redis:
+        """The heartbeat's and the publisher's own connections (not the shared pool's)."""
+        if self._upkeep is None:
+            raise RuntimeError("the broker is not started (use `async with`)")
+        return self._upkeep
+
+    @property
     def connected(self) -> bool:
         """Whether the pub/sub connection is up (for readiness checks)."""
         return self._sub is not None and self._sub.is_connected
@@ -218,14 +226,10 @@ class RedisBroker:
         return last is not None and time.monotonic() - last < self.node_ttl
 
     # lifecycle ------------------------------------------------------------------------------------
-    async def __aenter__(self) -> RedisBroker:
-        # No retries inside redis-py: a retried script or pipeline could run twice (a seq
-        # consumed twice, a message published twice). Failures surface here and are handled.
-        # A bounded pool that makes callers wait for a free connection: a burst of joins or
-        # leaves must queue up, not fail with "Too many connections".
+    def _client(self, connections: int) -> Redis:
         pool = BlockingConnectionPool.from_url(
             self.url,
-            max_connections=self.max_connections,
+            max_connections=connections,
             timeout=self.command_timeout,
             decode_responses=False,
             protocol=2,  # pub/sub messages arrive as plain replies on our own connection
@@ -234,7 +238,18 @@ class RedisBroker:
             retry=Retry(NoBackoff(), 0),
             client_name=f"menteo-{self.node_id}",
         )
-        self._redis = Redis.from_pool(pool)  # owns the pool: closing it closes them all
+        return Redis.from_pool(pool)  # owns the pool: closing it closes them all
+
+    async def __aenter__(self) -> RedisBroker:
+        # No retries inside redis-py: a retried script or pipeline could run twice (a seq
+        # consumed twice, a message published twice). Failures surface here and are handled.
+        # A bounded pool that makes callers wait for a free connection: a burst of joins or
+        # leaves must queue up, not fail with "Too many connections".
+        self._redis = self._client(self.max_connections)
+        # The heartbeat and the publisher, one connection each, never queued behind the
+        # callers of the shared pool: under load (S3 on a slow machine) a heartbeat that
+        # waited there for a connection lost the node's lease, and with it every room.
+        self._upkeep = self._client(2)
         self._allocate = self._redis.register_script(ALLOCATE_SEQ)
         self._claim = self._redis.register_script(CLAIM)
         self._release = self._redis.register_script(RELEASE)
@@ -285,6 +300,9 @@ class RedisBroker:
                 log.warning("redis broker: could not remove the heartbeat: %s", exc)
             await self._redis.aclose()
             self._redis = None
+        if self._upkeep is not None:
+            await self._upkeep.aclose()
+            self._upkeep = None
 
     # publish --------------------------------------------------------------------------------------
     def publish(self, channel: str, data: bytes) -> None:
@@ -312,7 +330,7 @@ class RedisBroker:
                 batch.append(item)
                 size += len(item[1])
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
+                async with self.upkeep.pipeline(transaction=False) as pipe:
                     for channel, data in batch:
                         pipe.publish(channel, data)
                     await pipe.execute()
@@ -530,7 +548,7 @@ class RedisBroker:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._beat_timeout):
-                previous = await self.redis.set(
+                previous = await self.upkeep.set(
                     self._node_key(self.node_id),
                     str(time.time()),
                     px=int(self.node_ttl * 1000),
