@@ -394,7 +394,7 @@ async def test_a_cancel_turned_into_a_timeout_still_stops_the_node(prefix: str) 
     this way): the heartbeat must stop all the same, and the exit stays bounded."""
     node = RedisBroker(REDIS_URL, prefix=prefix, node_ttl=3.0)
     await node.__aenter__()
-    real_set = node.redis.set
+    real_set = node.upkeep.set
     beating = asyncio.Event()
 
     async def set_that_hides_cancel(*args: object, **kwargs: object) -> object:
@@ -405,9 +405,9 @@ async def test_a_cancel_turned_into_a_timeout_still_stops_the_node(prefix: str) 
             raise TimeoutError from None  # what the library did with our cancel
         return await real_set(*args, **kwargs)  # type: ignore[arg-type]
 
-    node.redis.set = set_that_hides_cancel  # type: ignore[method-assign]
+    node.upkeep.set = set_that_hides_cancel  # type: ignore[method-assign]
     await asyncio.wait_for(beating.wait(), WAIT)
-    node.redis.set = real_set  # type: ignore[method-assign]
+    node.upkeep.set = real_set  # type: ignore[method-assign]
     heart = node._heart
     assert heart is not None
     started = time.monotonic()
