@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -631,3 +632,32 @@ async def test_the_lease_and_publishing_do_not_queue_behind_the_shared_pool(
             for task in busy:
                 task.cancel()
             await asyncio.gather(*busy, return_exceptions=True)
+
+
+async def test_allocations_asked_together_share_one_round_trip(prefix: str) -> None:
+    """A hundred seq allocations asked for in one turn of the loop go to Redis in one
+    pipeline: one connection taken from the pool, not a hundred (under load, each call
+    holding a connection of its own ran the pool dry and chats were refused)."""
+    session = name("session")
+    async with RedisBroker(REDIS_URL, prefix=prefix) as node:
+        pool = node.redis.connection_pool
+        taken = 0
+        get_connection = pool.get_connection
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal taken
+            taken += 1
+            return await get_connection(*args, **kwargs)
+
+        pool.get_connection = counted  # type: ignore[method-assign]
+        try:
+            got = await asyncio.gather(
+                *(node.allocate_seq(session, f"k{i}", 0) for i in range(100)),
+                node.allocate_seq(session, "k7", 0),  # a retry of one of them
+            )
+        finally:
+            del pool.get_connection  # back to the class's method
+        assert taken == 1
+        assert sorted(seq for seq, new in got[:100]) == list(range(1, 101))
+        assert all(new for _, new in got[:100])
+        assert got[100] == (got[7][0], False)

@@ -53,7 +53,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from persistence.cancel import reraise_cancel
 from rooms.broker.base import BrokerUnavailable, Handler, _safe_call
@@ -181,6 +181,8 @@ class RedisBroker:
         self._void: dict[tuple[str, str], str] = {}  # claims held when the lease was lost
         self._reclaim_pending = False
         self._publish_down = False
+        # seq allocations asked for in this turn of the loop, sent together at its end
+        self._allocations: list[tuple[list[Any], asyncio.Future[Any]]] = []
 
     # keys -----------------------------------------------------------------------------------------
     def _channel(self, channel: str) -> bytes:
@@ -681,15 +683,59 @@ class RedisBroker:
         tail = [self.key_window] if key is None else [self.key_window, key.encode()]
         if seed is not None:  # no counter (new session, or a restarted Redis)? seed it first
             seq, new = await self._call(
-                self._allocate(keys=keys, args=[int(floor), SEQ_TTL_MS, "1", *tail])
+                self._allocate_soon([*keys, int(floor), SEQ_TTL_MS, "1", *tail])
             )
             if seq >= 0:
                 return int(seq), bool(new)
             floor = max(floor, await seed())
         seq, new = await self._call(
-            self._allocate(keys=keys, args=[int(floor), SEQ_TTL_MS, "0", *tail])
+            self._allocate_soon([*keys, int(floor), SEQ_TTL_MS, "0", *tail])
         )
         return int(seq), bool(new)
+
+    def _allocate_soon(self, keys_and_args: list[Any]) -> asyncio.Future[Any]:
+        """One ALLOCATE_SEQ call (its three keys, then its arguments). The calls made in one
+        turn of the loop go to Redis together, one pipeline on one connection: under load (S3)
+        a connection of the pool for each call, held while the loop was behind, ran it dry."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._allocations:
+            loop.call_soon(self._send_allocations)
+        self._allocations.append((keys_and_args, fut))
+        return fut
+
+    def _send_allocations(self) -> None:
+        batch, self._allocations = self._allocations, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._allocate_batch(batch))
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+
+    async def _allocate_batch(self, batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys_and_args, _ in batch:
+                    pipe.evalsha(self._allocate.sha, 3, *keys_and_args)
+                replies = await pipe.execute(raise_on_error=False)
+            for (keys_and_args, fut), reply in zip(batch, replies, strict=True):
+                if isinstance(reply, NoScriptError):  # not run: Redis lost its scripts
+                    keys, args = keys_and_args[:3], keys_and_args[3:]
+                    reply = await self._allocate(keys=keys, args=args)
+                if fut.done():
+                    continue
+                if isinstance(reply, BaseException):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
+        except asyncio.CancelledError:  # the broker is stopping
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(BrokerUnavailable("the broker is stopping"))
+            raise
+        except Exception as exc:  # Redis away: every call of the batch failed
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
 
     async def forget(self, session_id: str) -> None:
         await self._call(
