@@ -661,3 +661,18 @@ async def test_allocations_asked_together_share_one_round_trip(prefix: str) -> N
         assert sorted(seq for seq, new in got[:100]) == list(range(1, 101))
         assert all(new for _, new in got[:100])
         assert got[100] == (got[7][0], False)
+
+
+async def test_an_allocation_pending_as_the_broker_stops_is_answered(prefix: str) -> None:
+    """Asked for just before the node stops: the caller gets BrokerUnavailable, never a wait
+    for ever (the batch's task may be cancelled before it has run)."""
+    node = RedisBroker(REDIS_URL, prefix=prefix)
+    await node.__aenter__()
+    pending = asyncio.ensure_future(node.allocate_seq(name("session"), "k", 0))
+    await asyncio.sleep(0)  # the call is queued for the end of this turn
+    await node.__aexit__(None, None, None)
+    try:
+        seq, new = await asyncio.wait_for(pending, WAIT)
+    except BrokerUnavailable:
+        return  # stopped first
+    assert seq == 1 and new  # or sent before the stop

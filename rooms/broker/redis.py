@@ -710,6 +710,7 @@ class RedisBroker:
             task = asyncio.get_running_loop().create_task(self._allocate_batch(batch))
             self._side_tasks.add(task)
             task.add_done_callback(self._side_tasks.discard)
+            task.add_done_callback(lambda _: _unanswered(batch))  # cancelled before it ran
 
     async def _allocate_batch(self, batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
         try:
@@ -727,11 +728,6 @@ class RedisBroker:
                     fut.set_exception(reply)
                 else:
                     fut.set_result(reply)
-        except asyncio.CancelledError:  # the broker is stopping
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(BrokerUnavailable("the broker is stopping"))
-            raise
         except Exception as exc:  # Redis away: every call of the batch failed
             for _, fut in batch:
                 if not fut.done():
@@ -805,6 +801,13 @@ class RedisBroker:
             return await aw
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
+
+
+def _unanswered(batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
+    """The calls of a batch whose task ended without answering them (the broker stopped)."""
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(BrokerUnavailable("the broker is stopping"))
 
 
 def _split(value: bytes) -> tuple[str, str]:
