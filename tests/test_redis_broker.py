@@ -676,3 +676,14 @@ async def test_an_allocation_pending_as_the_broker_stops_is_answered(prefix: str
     except BrokerUnavailable:
         return  # stopped first
     assert seq == 1 and new  # or sent before the stop
+
+
+async def test_allocations_go_on_after_redis_forgets_its_scripts(prefix: str, admin: Redis) -> None:
+    """A Redis restarted (or SCRIPT FLUSH) no longer knows the seq script: the pipelined
+    calls come back NOSCRIPT, not run, and are sent again with the script."""
+    session = name("session")
+    async with RedisBroker(REDIS_URL, prefix=prefix) as node:
+        assert await node.allocate_seq(session, "a", 0) == (1, True)
+        await admin.script_flush()
+        got = await asyncio.gather(*(node.allocate_seq(session, k, 0) for k in ("b", "c", "a")))
+        assert got == [(2, True), (3, True), (1, False)]
